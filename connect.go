@@ -1,0 +1,302 @@
+package nsdriver
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// maxMessageBytes caps one response message or unary body: a larger length
+// prefix is an error, never an allocation.
+const maxMessageBytes = 64 << 20
+
+const (
+	envelopeCompressed = 0x01
+	envelopeEndStream  = 0x02
+)
+
+// RetryPolicy controls retries of idempotent calls on transient failures
+// (the Connect code unavailable, or a connection lost before any response).
+type RetryPolicy struct {
+	// MaxAttempts counts the first try; 1 disables retries.
+	MaxAttempts int
+	// InitialBackoff is the wait before the second try; it doubles per try.
+	InitialBackoff time.Duration
+	// MaxBackoff caps each wait. Each wait is jittered to 50–100 %.
+	MaxBackoff time.Duration
+}
+
+// DefaultRetryPolicy is 5 attempts, 100 ms doubling to at most 2 s.
+func DefaultRetryPolicy() RetryPolicy {
+	return RetryPolicy{MaxAttempts: 5, InitialBackoff: 100 * time.Millisecond, MaxBackoff: 2 * time.Second}
+}
+
+func (p RetryPolicy) backoff(attempt int) time.Duration {
+	d := p.InitialBackoff << min(attempt, 30)
+	if d > p.MaxBackoff || d <= 0 {
+		d = p.MaxBackoff
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// transport speaks Connect (JSON codec) over one keep-alive http.Client.
+type transport struct {
+	http   *http.Client
+	token  TokenSource
+	logger *slog.Logger
+	retry  RetryPolicy
+}
+
+// checkEndpoint refuses to carry the token in clear text anywhere but loopback.
+func checkEndpoint(raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("endpoint %q is not an absolute URL: %w", raw, errors.Join(err, errors.New("want https://host[:port]")))
+	}
+	switch u.Scheme {
+	case "https":
+		return u, nil
+	case "http":
+		if isLoopbackHost(u.Hostname()) {
+			return u, nil
+		}
+		return nil, fmt.Errorf("endpoint %s: %w", u.Host, ErrInsecureEndpoint)
+	}
+	return nil, fmt.Errorf("endpoint %s: scheme %q is not https: %w", u.Host, u.Scheme, ErrInsecureEndpoint)
+}
+
+func isLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func (t *transport) newRequest(ctx context.Context, base, procedure, contentType string, body []byte) (*http.Request, error) {
+	u, err := checkEndpoint(base)
+	if err != nil {
+		return nil, err
+	}
+	u.Path = strings.TrimSuffix(u.Path, "/") + "/" + procedure
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(body))
+	if err != nil {
+		return nil, fmt.Errorf("building request for %s: %w", procedure, err)
+	}
+	req.Header.Set("Content-Type", contentType)
+	req.Header.Set("Connect-Protocol-Version", "1")
+	token, err := t.token.Token(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("getting the Namespace token: %w", err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("User-Agent", "nsdriver/"+Version)
+	if deadline, ok := ctx.Deadline(); ok {
+		ms := max(time.Until(deadline).Milliseconds(), 1)
+		req.Header.Set("Connect-Timeout-Ms", strconv.FormatInt(ms, 10))
+	}
+	return req, nil
+}
+
+// attemptError marks an error that may be retried for idempotent calls.
+type attemptError struct {
+	err       error
+	retryable bool
+}
+
+// call runs one attempt function with the retry policy when idempotent.
+func (t *transport) call(ctx context.Context, procedure string, idempotent bool, attempt func() attemptError) error {
+	for try := 0; ; try++ {
+		res := attempt()
+		if res.err == nil {
+			return nil
+		}
+		if !idempotent || !res.retryable || try+1 >= t.retry.MaxAttempts || ctx.Err() != nil {
+			return res.err
+		}
+		wait := t.retry.backoff(try)
+		t.logger.Debug("retrying Namespace API call", "procedure", procedure, "attempt", try+2, "after", wait, "error", res.err)
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return errors.Join(res.err, ctx.Err())
+		case <-timer.C:
+		}
+	}
+}
+
+// classify decides whether a failed attempt may be retried: only the
+// Connect code unavailable, and connections lost before any response.
+func classify(ctx context.Context, err error, beforeResponse bool) attemptError {
+	if ctx.Err() != nil {
+		return attemptError{err: err}
+	}
+	var apiErr *APIError
+	if errors.As(err, &apiErr) {
+		return attemptError{err: err, retryable: apiErr.Code == CodeUnavailable}
+	}
+	return attemptError{err: err, retryable: beforeResponse && !errors.Is(err, ErrInsecureEndpoint)}
+}
+
+// unary performs a unary Connect call.
+func (t *transport) unary(ctx context.Context, base, procedure string, in, out any, idempotent bool) error {
+	body, err := json.Marshal(in)
+	if err != nil {
+		return fmt.Errorf("encoding %s request: %w", procedure, err)
+	}
+	return t.call(ctx, procedure, idempotent, func() attemptError {
+		req, err := t.newRequest(ctx, base, procedure, "application/json", body)
+		if err != nil {
+			return attemptError{err: err}
+		}
+		resp, err := t.http.Do(req)
+		if err != nil {
+			return classify(ctx, fmt.Errorf("%s: %w", procedure, err), true)
+		}
+		defer resp.Body.Close()
+		data, err := io.ReadAll(io.LimitReader(resp.Body, maxMessageBytes+1))
+		if err != nil {
+			return classify(ctx, fmt.Errorf("%s: reading response: %w", procedure, err), false)
+		}
+		if len(data) > maxMessageBytes {
+			return attemptError{err: fmt.Errorf("%s: %w", procedure, ErrMessageTooLarge)}
+		}
+		if resp.StatusCode != http.StatusOK {
+			return classify(ctx, fmt.Errorf("%s: %w", procedure, responseError(resp, data)), false)
+		}
+		if out != nil {
+			if err := json.Unmarshal(data, out); err != nil {
+				return attemptError{err: fmt.Errorf("%s: decoding response: %w", procedure, err)}
+			}
+		}
+		return attemptError{}
+	})
+}
+
+// responseError decodes a non-200 response; redirects are reported as such.
+func responseError(resp *http.Response, body []byte) *APIError {
+	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		return &APIError{Code: CodeUnknown, HTTPStatus: resp.StatusCode,
+			Message: fmt.Sprintf("HTTP %d redirect refused (redirects are never followed); check the endpoint", resp.StatusCode)}
+	}
+	return decodeUnaryError(resp.StatusCode, body)
+}
+
+// serverStream performs a server-streaming Connect call, handing each
+// message's JSON to onMessage as it arrives. When idempotent, the whole call
+// may be repeated on a transient failure, so onMessage must tolerate that.
+func (t *transport) serverStream(ctx context.Context, base, procedure string, in any, idempotent bool, onMessage func([]byte) error) error {
+	payload, err := json.Marshal(in)
+	if err != nil {
+		return fmt.Errorf("encoding %s request: %w", procedure, err)
+	}
+	body := make([]byte, 5+len(payload))
+	binary.BigEndian.PutUint32(body[1:5], uint32(len(payload)))
+	copy(body[5:], payload)
+	return t.call(ctx, procedure, idempotent, func() attemptError {
+		req, err := t.newRequest(ctx, base, procedure, "application/connect+json", body)
+		if err != nil {
+			return attemptError{err: err}
+		}
+		resp, err := t.http.Do(req)
+		if err != nil {
+			return classify(ctx, fmt.Errorf("%s: %w", procedure, err), true)
+		}
+		defer closeBody(resp.Body)
+		if resp.StatusCode != http.StatusOK {
+			data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+			return classify(ctx, fmt.Errorf("%s: %w", procedure, responseError(resp, data)), false)
+		}
+		if err := readStream(resp.Body, onMessage); err != nil {
+			return classify(ctx, fmt.Errorf("%s: %w", procedure, err), false)
+		}
+		return attemptError{}
+	})
+}
+
+// readStream reads envelopes until the end-of-stream message. A stream that
+// stops before it is an error.
+func readStream(r io.Reader, onMessage func([]byte) error) error {
+	er := envelopeReader{r: r, max: maxMessageBytes}
+	for {
+		flags, payload, err := er.next()
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return ErrStreamTruncated
+		}
+		if err != nil {
+			return err
+		}
+		if flags&envelopeCompressed != 0 {
+			return errors.New("the server sent a compressed stream message, which was not negotiated")
+		}
+		if len(payload) == 0 {
+			payload = []byte("{}")
+		}
+		if flags&envelopeEndStream != 0 {
+			return endStreamError(payload)
+		}
+		if err := onMessage(payload); err != nil {
+			return err
+		}
+	}
+}
+
+// endStreamError decodes an end-of-stream message; nil when it carries none.
+func endStreamError(payload []byte) error {
+	var end struct {
+		Error *wireError `json:"error"`
+	}
+	if err := json.Unmarshal(payload, &end); err != nil {
+		return fmt.Errorf("malformed end-of-stream message: %w", err)
+	}
+	if end.Error == nil {
+		return nil
+	}
+	if end.Error.Code == "" {
+		end.Error.Code = string(CodeUnknown)
+	}
+	return end.Error.toAPIError(http.StatusOK)
+}
+
+// envelopeReader reads Connect envelopes: 1 flag byte, a 4-byte big-endian
+// length, then the payload.
+type envelopeReader struct {
+	r   io.Reader
+	max uint32
+	hdr [5]byte
+}
+
+func (e *envelopeReader) next() (flags byte, payload []byte, err error) {
+	if _, err := io.ReadFull(e.r, e.hdr[:]); err != nil {
+		return 0, nil, err
+	}
+	size := binary.BigEndian.Uint32(e.hdr[1:])
+	if size > e.max {
+		return 0, nil, fmt.Errorf("%w: %d bytes declared, cap %d", ErrMessageTooLarge, size, e.max)
+	}
+	// Grow with the data actually read, so a lying prefix costs nothing.
+	var buf bytes.Buffer
+	if _, err := io.CopyN(&buf, e.r, int64(size)); err != nil {
+		return 0, nil, io.ErrUnexpectedEOF
+	}
+	return e.hdr[0], buf.Bytes(), nil
+}
+
+// closeBody drains what is left (bounded) so the connection can be reused.
+func closeBody(body io.ReadCloser) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(body, 64<<10))
+	_ = body.Close()
+}

@@ -1,0 +1,255 @@
+// Package nsdriver runs swamp model-method workloads on ephemeral Namespace
+// (namespace.so) VMs, and includes a small client for Namespace's Compute API.
+package nsdriver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+)
+
+// Version is the nsdriver release; it travels in the User-Agent header.
+var Version = "0.1.0-dev"
+
+const (
+	computeService = "namespace.cloud.compute.v1beta.ComputeService/"
+	commandService = "namespace.cloud.compute.v1beta.CommandService/"
+)
+
+// Client calls Namespace's Compute API (ComputeService at the regional
+// endpoint, CommandService at each instance's own endpoint) over Connect
+// with the JSON codec. It is safe for concurrent use.
+type Client struct {
+	t        transport
+	endpoint string
+}
+
+type clientOptions struct {
+	region, endpoint string
+	token            TokenSource
+	httpClient       *http.Client
+	logger           *slog.Logger
+	retry            RetryPolicy
+}
+
+// Option configures NewClient.
+type Option func(*clientOptions)
+
+// WithRegion selects the regional endpoint ("us" or "eu").
+func WithRegion(region string) Option { return func(o *clientOptions) { o.region = region } }
+
+// WithEndpoint overrides the API base URL (https, or http to loopback only).
+func WithEndpoint(url string) Option { return func(o *clientOptions) { o.endpoint = url } }
+
+// WithToken sets the bearer token.
+func WithToken(token string) Option {
+	return func(o *clientOptions) { o.token = StaticToken(token) }
+}
+
+// WithTokenSource sets a source asked for the token on every call.
+func WithTokenSource(src TokenSource) Option { return func(o *clientOptions) { o.token = src } }
+
+// WithHTTPClient sets the HTTP client. Its redirect policy is replaced:
+// redirects are never followed.
+func WithHTTPClient(c *http.Client) Option { return func(o *clientOptions) { o.httpClient = c } }
+
+// WithLogger sets the logger for retries and debugging (never the token).
+func WithLogger(l *slog.Logger) Option { return func(o *clientOptions) { o.logger = l } }
+
+// WithRetryPolicy sets the policy for retrying idempotent calls.
+func WithRetryPolicy(p RetryPolicy) Option { return func(o *clientOptions) { o.retry = p } }
+
+// NewClient builds a Client. Without WithToken or WithTokenSource the token
+// comes from the chain ResolveToken walks; without WithEndpoint the endpoint
+// from ResolveEndpoint.
+func NewClient(opts ...Option) (*Client, error) {
+	o := clientOptions{retry: DefaultRetryPolicy()}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.token == nil {
+		resolved, err := ResolveToken("", "")
+		if err != nil {
+			return nil, err
+		}
+		o.token = StaticToken(resolved.Token)
+	}
+	endpoint := ResolveEndpoint(o.endpoint, o.region)
+	if _, err := checkEndpoint(endpoint); err != nil {
+		return nil, err
+	}
+	if o.logger == nil {
+		o.logger = slog.New(slog.DiscardHandler)
+	}
+	if o.retry.MaxAttempts < 1 {
+		o.retry.MaxAttempts = 1
+	}
+	hc := http.Client{Transport: defaultTransport}
+	if o.httpClient != nil {
+		hc = *o.httpClient
+	}
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return &Client{
+		t:        transport{http: &hc, token: o.token, logger: o.logger, retry: o.retry},
+		endpoint: endpoint,
+	}, nil
+}
+
+// defaultTransport is shared so that every Client reuses warm connections.
+var defaultTransport http.RoundTripper = func() http.RoundTripper {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = 64
+	return t
+}()
+
+// Endpoint is the ComputeService base URL in use.
+func (c *Client) Endpoint() string { return c.endpoint }
+
+// CreateInstance creates an instance and returns at once, before it runs.
+// It is never retried: if a response were lost, a retry would leak a VM.
+func (c *Client) CreateInstance(ctx context.Context, req *CreateInstanceRequest) (*DescribeInstanceResponse, error) {
+	var resp DescribeInstanceResponse
+	if err := c.t.unary(ctx, c.endpoint, computeService+"CreateInstance", req, &resp, false); err != nil {
+		return nil, err
+	}
+	if resp.InstanceID() == "" {
+		return nil, errors.New("CreateInstance: the response has no instance id")
+	}
+	return &resp, nil
+}
+
+// WaitInstance streams the instance's status until it is RUNNING, handing
+// each update to onUpdate (which may be nil) as it arrives, and returns the
+// last metadata. It may be retried on transient failures, so onUpdate can
+// see a status twice.
+func (c *Client) WaitInstance(ctx context.Context, req *WaitInstanceRequest, onUpdate func(*WaitInstanceResponse)) (*InstanceMetadata, error) {
+	var last *InstanceMetadata
+	err := c.t.serverStream(ctx, c.endpoint, computeService+"WaitInstance", req, true, func(msg []byte) error {
+		var update WaitInstanceResponse
+		if err := json.Unmarshal(msg, &update); err != nil {
+			return fmt.Errorf("decoding status update: %w", err)
+		}
+		if update.Metadata != nil {
+			last = update.Metadata
+		}
+		if onUpdate != nil {
+			onUpdate(&update)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if last == nil {
+		return nil, errors.New("WaitInstance: the stream ended without a status")
+	}
+	return last, nil
+}
+
+// WaitInstanceSync waits in one unary call until the instance is RUNNING.
+func (c *Client) WaitInstanceSync(ctx context.Context, req *WaitInstanceRequest) (*WaitInstanceResponse, error) {
+	var resp WaitInstanceResponse
+	if err := c.t.unary(ctx, c.endpoint, computeService+"WaitInstanceSync", req, &resp, true); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+// DescribeInstance returns an instance's current description.
+func (c *Client) DescribeInstance(ctx context.Context, req *DescribeInstanceRequest) (*DescribeInstanceResponse, error) {
+	var resp DescribeInstanceResponse
+	if err := c.t.unary(ctx, c.endpoint, computeService+"DescribeInstance", req, &resp, true); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+// DestroyInstance destroys an instance. It is idempotent and retried.
+func (c *Client) DestroyInstance(ctx context.Context, req *DestroyInstanceRequest) error {
+	return c.t.unary(ctx, c.endpoint, computeService+"DestroyInstance", req, &struct{}{}, true)
+}
+
+// ListInstances returns one page of instances; see ListAllInstances.
+func (c *Client) ListInstances(ctx context.Context, req *ListInstancesRequest) (*ListInstancesResponse, error) {
+	var resp ListInstancesResponse
+	if err := c.t.unary(ctx, c.endpoint, computeService+"ListInstances", req, &resp, true); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+// ListAllInstances follows pagination cursors and returns every page's
+// instances.
+func (c *Client) ListAllInstances(ctx context.Context, req *ListInstancesRequest) ([]InstanceMetadata, error) {
+	page := *req
+	var all []InstanceMetadata
+	for {
+		resp, err := c.ListInstances(ctx, &page)
+		if err != nil {
+			return all, err
+		}
+		all = append(all, resp.Instances...)
+		if len(resp.PaginationCursor) == 0 {
+			return all, nil
+		}
+		page.PaginationCursor = resp.PaginationCursor
+	}
+}
+
+// ExtendInstance moves an instance's deadline. Requests with NewDeadline or
+// EnsureMinimum are idempotent and retried; ExtendBy is not, since a retry
+// after a lost response would extend twice.
+func (c *Client) ExtendInstance(ctx context.Context, req *ExtendInstanceRequest) (*ExtendInstanceResponse, error) {
+	idempotent := req.ExtendBy == 0 && (!req.NewDeadline.IsZero() || req.EnsureMinimum != 0)
+	var resp ExtendInstanceResponse
+	if err := c.t.unary(ctx, c.endpoint, computeService+"ExtendInstance", req, &resp, idempotent); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+// RunCommand runs a command in an instance's container through the
+// instance's CommandService endpoint (DescribeInstanceResponse.CommandEndpoint),
+// handing stdout and stderr chunks to onOutput as they arrive, and returns
+// the exit code. It is never retried: the command may have side effects.
+func (c *Client) RunCommand(ctx context.Context, endpoint string, req *RunCommandRequest, onOutput func(OutputStream, []byte)) (int, error) {
+	if endpoint == "" {
+		return 0, errors.New("RunCommand: the instance has no command service endpoint")
+	}
+	exitCode := -1
+	err := c.t.serverStream(ctx, endpoint, commandService+"RunCommand", req, false, func(msg []byte) error {
+		var out RunCommandResponse
+		if err := json.Unmarshal(msg, &out); err != nil {
+			return fmt.Errorf("decoding command output: %w", err)
+		}
+		if len(out.Data) > 0 && onOutput != nil {
+			onOutput(out.Stream, out.Data)
+		}
+		if out.ExitStatus != nil {
+			exitCode = int(out.ExitStatus.ExitCode)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	if exitCode < 0 {
+		return 0, errors.New("RunCommand: the stream ended without an exit status")
+	}
+	return exitCode, nil
+}
+
+// RunCommandSync runs a command and returns its whole output.
+func (c *Client) RunCommandSync(ctx context.Context, endpoint string, req *RunCommandRequest) (*RunCommandSyncResponse, error) {
+	if endpoint == "" {
+		return nil, errors.New("RunCommandSync: the instance has no command service endpoint")
+	}
+	var resp RunCommandSyncResponse
+	if err := c.t.unary(ctx, endpoint, commandService+"RunCommandSync", req, &resp, false); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}

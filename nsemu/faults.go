@@ -1,0 +1,273 @@
+package nsemu
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/swamp-club/nsdriver/nsemu/gen/namespace/cloud/compute/v1beta"
+)
+
+// Fault is an injected failure. Method names a method ("CreateInstance",
+// "RunCommand", …) or "Boot" (an instance boot that ends in ERROR, so that
+// WaitInstance ends with internal).
+type Fault struct {
+	Method string
+	// Nth is the 1-based call (or boot) the fault starts at; 0 means 1.
+	Nth int
+	// Count is how many consecutive calls it hits; 0 means 1, -1 all.
+	Count int
+	// Code fails the call with this code (0: the call proceeds).
+	Code connect.Code
+	// Message is the error message (default: "injected fault").
+	Message string
+	// Delay holds the call this long (respecting cancellation) first.
+	Delay time.Duration
+	// CutAfter > 0 drops the connection of a stream after that many
+	// messages; -1 drops it before the first. 0 leaves the stream alone.
+	CutAfter int
+}
+
+type faultState struct {
+	Fault
+	hits int
+}
+
+// InjectFault adds a fault at run time.
+func (s *Server) InjectFault(f Fault) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults = append(s.faults, &faultState{Fault: f})
+}
+
+// ClearFaults removes every fault.
+func (s *Server) ClearFaults() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults = nil
+}
+
+// matchFault returns the fault for call number n of method; callers hold s.mu.
+func (s *Server) matchFault(method string, n int) *Fault {
+	for _, f := range s.faults {
+		nth := max(f.Nth, 1)
+		count := f.Count
+		if count == 0 {
+			count = 1
+		}
+		if f.Method == method && n >= nth && (count < 0 || n < nth+count) {
+			f.hits++
+			fault := f.Fault
+			return &fault
+		}
+	}
+	return nil
+}
+
+func (f *Fault) err() error {
+	msg := f.Message
+	if msg == "" {
+		msg = "injected fault"
+	}
+	return connect.NewError(f.Code, errors.New(msg))
+}
+
+type interceptor struct{ s *Server }
+
+type instanceIDer interface{ GetInstanceId() string }
+
+// begin authenticates, counts and logs the call, adds the RTT and applies a
+// fault's delay. It returns the matching fault and a function ending the
+// log entry.
+func (i *interceptor) begin(ctx context.Context, procedure string, header http.Header) (*Fault, func(string, error), error) {
+	s := i.s
+	method := procedure[strings.LastIndex(procedure, "/")+1:]
+	s.mu.Lock()
+	s.counts[method]++
+	fault := s.matchFault(method, s.counts[method])
+	s.calls = append(s.calls, Call{Method: method, Start: time.Now()})
+	idx := len(s.calls) - 1
+	s.mu.Unlock()
+	end := func(instanceID string, err error) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if idx < len(s.calls) {
+			s.calls[idx].End = time.Now()
+			s.calls[idx].InstanceID = instanceID
+			if err != nil {
+				s.calls[idx].Code = connect.CodeOf(err).String()
+			}
+		}
+	}
+	if header.Get("Authorization") != "Bearer "+s.opts.Token {
+		err := connect.NewError(connect.CodeUnauthenticated, errors.New("missing or invalid bearer token"))
+		end("", err)
+		return nil, nil, err
+	}
+	delay := s.opts.RTT
+	if fault != nil {
+		delay += fault.Delay
+	}
+	if err := sleepCtx(ctx, delay); err != nil {
+		err = connect.NewError(connect.CodeCanceled, err)
+		end("", err)
+		return nil, nil, err
+	}
+	if fault != nil && fault.Code != 0 {
+		err := fault.err()
+		end("", err)
+		return nil, nil, err
+	}
+	return fault, end, nil
+}
+
+func (i *interceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		_, end, err := i.begin(ctx, req.Spec().Procedure, req.Header())
+		if err != nil {
+			return nil, err
+		}
+		resp, err := next(ctx, req)
+		id := ""
+		if m, ok := req.Any().(instanceIDer); ok {
+			id = m.GetInstanceId()
+		}
+		if id == "" && resp != nil {
+			if d, ok := resp.Any().(*pb.DescribeInstanceResponse); ok {
+				id = d.GetMetadata().GetInstanceId()
+			}
+		}
+		end(id, err)
+		return resp, err
+	}
+}
+
+func (i *interceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (i *interceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		fault, end, err := i.begin(ctx, conn.Spec().Procedure, conn.RequestHeader())
+		if err != nil {
+			return err
+		}
+		wrapped := &cuttingConn{StreamingHandlerConn: conn, cutAfter: -1}
+		if fault != nil && fault.CutAfter != 0 {
+			wrapped.cutAfter = max(fault.CutAfter, 0)
+			wrapped.w, _ = ctx.Value(responseWriterKey{}).(http.ResponseWriter)
+		}
+		if wrapped.cutAfter == 0 {
+			err = wrapped.cut()
+		} else {
+			err = next(ctx, wrapped)
+		}
+		if wrapped.cutAfter >= 0 && !wrapped.wasCut {
+			// The handler finished within the allowance: still drop the
+			// connection instead of ending the stream.
+			err = wrapped.cut()
+		}
+		end(wrapped.instanceID, err)
+		return err
+	}
+}
+
+type responseWriterKey struct{}
+
+// withResponseWriter lets a fault reach the connection under a stream.
+func withResponseWriter(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), responseWriterKey{}, w)))
+	})
+}
+
+// cuttingConn drops the TCP connection after a number of messages, which the
+// client sees as a stream cut mid-way. It also notes the instance id.
+type cuttingConn struct {
+	connect.StreamingHandlerConn
+	w          http.ResponseWriter
+	cutAfter   int // -1: never
+	sent       int
+	wasCut     bool
+	instanceID string
+}
+
+func (c *cuttingConn) Receive(msg any) error {
+	err := c.StreamingHandlerConn.Receive(msg)
+	if m, ok := msg.(instanceIDer); ok && err == nil {
+		c.instanceID = m.GetInstanceId()
+	}
+	return err
+}
+
+func (c *cuttingConn) Send(msg any) error {
+	if c.cutAfter >= 0 && c.sent >= c.cutAfter {
+		return c.cut()
+	}
+	c.sent++
+	return c.StreamingHandlerConn.Send(msg)
+}
+
+// cut flushes what was sent and closes the connection without the end of
+// the stream.
+func (c *cuttingConn) cut() error {
+	c.wasCut = true
+	errCut := connect.NewError(connect.CodeUnavailable, errors.New("nsemu: connection cut by an injected fault"))
+	if c.w == nil {
+		return errCut
+	}
+	rc := http.NewResponseController(c.w)
+	_ = rc.Flush()
+	if conn, _, err := rc.Hijack(); err == nil {
+		_ = conn.Close()
+	}
+	return errCut
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// strictJSON is the protojson codec with unknown fields rejected, unlike
+// connect-go's default: a misspelled field must fail here, not be dropped.
+type strictJSON struct{ name string }
+
+func (c strictJSON) Name() string { return c.name }
+
+func (c strictJSON) Marshal(msg any) ([]byte, error) {
+	m, ok := msg.(proto.Message)
+	if !ok {
+		return nil, errors.New("strictJSON: not a proto message")
+	}
+	return protojson.Marshal(m)
+}
+
+func (c strictJSON) Unmarshal(data []byte, msg any) error {
+	m, ok := msg.(proto.Message)
+	if !ok {
+		return errors.New("strictJSON: not a proto message")
+	}
+	if len(data) == 0 {
+		data = []byte("{}")
+	}
+	if err := (protojson.UnmarshalOptions{}).Unmarshal(data, m); err != nil {
+		return connect.NewError(connect.CodeInvalidArgument, err)
+	}
+	return nil
+}

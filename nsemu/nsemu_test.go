@@ -1,0 +1,577 @@
+package nsemu
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pb "github.com/swamp-club/nsdriver/nsemu/gen/namespace/cloud/compute/v1beta"
+	"github.com/swamp-club/nsdriver/nsemu/gen/namespace/cloud/compute/v1beta/computev1betaconnect"
+	stdlib "github.com/swamp-club/nsdriver/nsemu/gen/namespace/stdlib"
+)
+
+type harness struct {
+	srv     *Server
+	compute computev1betaconnect.ComputeServiceClient
+	token   string
+}
+
+func start(t *testing.T, opts Options) *harness {
+	t.Helper()
+	srv, err := Start(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close() })
+	return &harness{srv: srv, token: srv.Token(),
+		compute: computev1betaconnect.NewComputeServiceClient(http.DefaultClient, srv.URL(), connect.WithProtoJSON())}
+}
+
+func (h *harness) auth(req connect.AnyRequest) { req.Header().Set("Authorization", "Bearer "+h.token) }
+
+func authed[T any](h *harness, msg *T) *connect.Request[T] {
+	req := connect.NewRequest(msg)
+	h.auth(req)
+	return req
+}
+
+func (h *harness) command(t *testing.T, endpoint string) computev1betaconnect.CommandServiceClient {
+	return computev1betaconnect.NewCommandServiceClient(http.DefaultClient, endpoint, connect.WithProtoJSON())
+}
+
+func shape() *pb.InstanceShape {
+	return &pb.InstanceShape{VirtualCpu: 2, MemoryMegabytes: 4096, MachineArch: "amd64", Os: "linux"}
+}
+
+func createReq() *pb.CreateInstanceRequest {
+	return &pb.CreateInstanceRequest{
+		Shape:      shape(),
+		Labels:     []*stdlib.Label{{Name: "nsdriver/managed-by", Value: "nsdriver"}},
+		Containers: []*pb.ContainerRequest{{Name: "main", KnownImageId: "builtin:base", Args: []string{"sleep", "infinity"}}},
+	}
+}
+
+// running creates an instance and waits for RUNNING.
+func (h *harness) running(t *testing.T) *pb.DescribeInstanceResponse {
+	t.Helper()
+	ctx := context.Background()
+	resp, err := h.compute.CreateInstance(ctx, authed(h, createReq()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.compute.WaitInstanceSync(ctx, authed(h, &pb.WaitInstanceRequest{InstanceId: resp.Msg.Metadata.InstanceId})); err != nil {
+		t.Fatal(err)
+	}
+	return resp.Msg
+}
+
+func code(err error) connect.Code {
+	if err == nil {
+		return 0
+	}
+	return connect.CodeOf(err)
+}
+
+func TestRequiresToken(t *testing.T) {
+	h := start(t, Options{})
+	_, err := h.compute.CreateInstance(context.Background(), connect.NewRequest(createReq()))
+	if code(err) != connect.CodeUnauthenticated {
+		t.Fatalf("got %v, want unauthenticated", err)
+	}
+}
+
+func TestUnknownFieldRejected(t *testing.T) {
+	h := start(t, Options{})
+	for _, ct := range []string{"application/json", "application/json; charset=utf-8"} {
+		req, _ := http.NewRequest("POST", h.srv.URL()+"/namespace.cloud.compute.v1beta.ComputeService/DescribeInstance",
+			strings.NewReader(`{"instanceId":"x","instanceID":"y"}`))
+		req.Header.Set("Content-Type", ct)
+		req.Header.Set("Authorization", "Bearer "+h.token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 400 || !strings.Contains(string(body), "invalid_argument") || !strings.Contains(string(body), "instanceID") {
+			t.Errorf("%s: status %d body %s; want 400 invalid_argument naming the field", ct, resp.StatusCode, body)
+		}
+	}
+}
+
+func TestCreateValidation(t *testing.T) {
+	h := start(t, Options{})
+	cases := map[string]func(*pb.CreateInstanceRequest){
+		"vcpu":          func(r *pb.CreateInstanceRequest) { r.Shape.VirtualCpu = 3 },
+		"memory":        func(r *pb.CreateInstanceRequest) { r.Shape.MemoryMegabytes = 3072 },
+		"memory-max":    func(r *pb.CreateInstanceRequest) { r.Shape.MemoryMegabytes = 1024 * 1024 },
+		"arch":          func(r *pb.CreateInstanceRequest) { r.Shape.MachineArch = "riscv" },
+		"no-shape":      func(r *pb.CreateInstanceRequest) { r.Shape = nil },
+		"no-name":       func(r *pb.CreateInstanceRequest) { r.Containers[0].Name = "" },
+		"both-images":   func(r *pb.CreateInstanceRequest) { r.Containers[0].ImageRef = "x" },
+		"no-image":      func(r *pb.CreateInstanceRequest) { r.Containers[0].KnownImageId = "" },
+		"label":         func(r *pb.CreateInstanceRequest) { r.Labels[0].Value = "Upper Case" },
+		"past-deadline": func(r *pb.CreateInstanceRequest) { r.Deadline = timestamppb.New(time.Now().Add(-time.Minute)) },
+	}
+	for name, mutate := range cases {
+		req := createReq()
+		mutate(req)
+		if _, err := h.compute.CreateInstance(context.Background(), authed(h, req)); code(err) != connect.CodeInvalidArgument {
+			t.Errorf("%s: got %v, want invalid_argument", name, err)
+		}
+	}
+	if live := h.srv.LiveInstances(); len(live) != 0 {
+		t.Fatalf("rejected creates left instances: %v", live)
+	}
+}
+
+func TestLifecycleStreamsEveryState(t *testing.T) {
+	h := start(t, Options{BootTime: 100 * time.Millisecond, Grace: 200 * time.Millisecond})
+	ctx := context.Background()
+	created, err := h.compute.CreateInstance(ctx, authed(h, createReq()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := created.Msg.Metadata.InstanceId
+	if created.Msg.Metadata.Status != pb.InstanceMetadata_PENDING {
+		t.Fatalf("status after create %v, want PENDING", created.Msg.Metadata.Status)
+	}
+	if want := h.srv.URL() + "/instances/" + id; created.Msg.ExtendedMetadata.CommandServiceEndpoint != want {
+		t.Fatalf("command endpoint %q, want %q", created.Msg.ExtendedMetadata.CommandServiceEndpoint, want)
+	}
+	stream, err := h.compute.WaitInstance(ctx, authed(h, &pb.WaitInstanceRequest{InstanceId: id}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen []pb.InstanceMetadata_Status
+	for stream.Receive() {
+		seen = append(seen, stream.Msg().Metadata.Status)
+	}
+	if err := stream.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if last := seen[len(seen)-1]; last != pb.InstanceMetadata_RUNNING || len(seen) < 2 {
+		t.Fatalf("states %v, want at least one pre-running state then RUNNING", seen)
+	}
+	if _, err := h.compute.DestroyInstance(ctx, authed(h, &pb.DestroyInstanceRequest{InstanceId: id})); err != nil {
+		t.Fatal(err)
+	}
+	d, err := h.compute.DescribeInstance(ctx, authed(h, &pb.DescribeInstanceRequest{InstanceId: id}))
+	if err != nil || (d.Msg.Metadata.Status != pb.InstanceMetadata_DESTROYING && d.Msg.Metadata.Status != pb.InstanceMetadata_DESTROYED) {
+		t.Fatalf("after destroy: %v %v, want DESTROYING or DESTROYED", d, err)
+	}
+	if _, err := h.compute.DestroyInstance(ctx, authed(h, &pb.DestroyInstanceRequest{InstanceId: id})); err != nil {
+		t.Fatalf("second destroy: %v, want success", err)
+	}
+	waitFor(t, func() bool {
+		_, err := h.compute.DescribeInstance(ctx, authed(h, &pb.DescribeInstanceRequest{InstanceId: id}))
+		return code(err) == connect.CodeNotFound
+	})
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatal("condition not met within 5s")
+}
+
+func TestRunCommandStreamsAsProduced(t *testing.T) {
+	h := start(t, Options{})
+	inst := h.running(t)
+	cmd := h.command(t, inst.ExtendedMetadata.CommandServiceEndpoint)
+	stream, err := cmd.RunCommand(context.Background(), authed(h, &pb.RunCommandRequest{
+		InstanceId: inst.Metadata.InstanceId, TargetContainerName: "main",
+		Command: &pb.Command{Command: []string{"sh", "-c", "printf a; sleep 0.3; printf b; echo err >&2; exit 3"}},
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stdout []string
+	var times []time.Time
+	var stderr string
+	exit := int32(-1)
+	for stream.Receive() {
+		m := stream.Msg()
+		switch {
+		case m.ExitStatus != nil:
+			exit = m.ExitStatus.ExitCode
+		case m.Stream == pb.RunCommandResponse_STDOUT:
+			stdout = append(stdout, string(m.Data))
+			times = append(times, time.Now())
+		case m.Stream == pb.RunCommandResponse_STDERR:
+			stderr += string(m.Data)
+		}
+	}
+	if err := stream.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(stdout, "|") != "a|b" || stderr != "err\n" || exit != 3 {
+		t.Fatalf("stdout %q stderr %q exit %d", stdout, stderr, exit)
+	}
+	if gap := times[1].Sub(times[0]); gap < 250*time.Millisecond {
+		t.Fatalf("a and b arrived %v apart; output was buffered", gap)
+	}
+}
+
+func TestRunCommandEnvAndIsolation(t *testing.T) {
+	h := start(t, Options{})
+	req := createReq()
+	req.Containers[0].EnvVars = []*pb.EnvironmentVariable{{Name: "FROM_CONTAINER", Value: "c"}}
+	created, err := h.compute.CreateInstance(context.Background(), authed(h, req))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := created.Msg.Metadata.InstanceId
+	if _, err := h.compute.WaitInstanceSync(context.Background(), authed(h, &pb.WaitInstanceRequest{InstanceId: id})); err != nil {
+		t.Fatal(err)
+	}
+	cmd := h.command(t, created.Msg.ExtendedMetadata.CommandServiceEndpoint)
+	resp, err := cmd.RunCommandSync(context.Background(), authed(h, &pb.RunCommandRequest{
+		InstanceId: id, TargetContainerName: "main",
+		Command: &pb.Command{Command: []string{"sh", "-c", `echo "$FROM_CONTAINER $FROM_CMD"; echo "$HOME"; echo "$TMPDIR"; pwd`},
+			EnvVars: []*pb.EnvironmentVariable{{Name: "FROM_CMD", Value: "x y"}}},
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(resp.Msg.Stdout)), "\n")
+	if lines[0] != "c x y" || !strings.Contains(lines[1], id) || !strings.Contains(lines[2], id) || !strings.Contains(lines[3], id) {
+		t.Fatalf("output %q: want env from container and command, HOME/TMPDIR/cwd private to %s", lines, id)
+	}
+}
+
+func TestRunCommandPreconditions(t *testing.T) {
+	h := start(t, Options{BootTime: time.Hour})
+	ctx := context.Background()
+	created, err := h.compute.CreateInstance(ctx, authed(h, createReq()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := created.Msg.Metadata.InstanceId
+	cmd := h.command(t, created.Msg.ExtendedMetadata.CommandServiceEndpoint)
+	run := func(target string, argv ...string) error {
+		_, err := cmd.RunCommandSync(ctx, authed(h, &pb.RunCommandRequest{InstanceId: id, TargetContainerName: target, Command: &pb.Command{Command: argv}}))
+		return err
+	}
+	if err := run("main", "true"); code(err) != connect.CodeFailedPrecondition {
+		t.Fatalf("booting instance: %v, want failed_precondition", err)
+	}
+	h2 := start(t, Options{})
+	inst := h2.running(t)
+	cmd = h2.command(t, inst.ExtendedMetadata.CommandServiceEndpoint)
+	id = inst.Metadata.InstanceId
+	h = h2
+	if err := run("nope", "true"); code(err) != connect.CodeNotFound {
+		t.Fatalf("missing container: %v, want not_found", err)
+	}
+	if err := run("main", "echo", strings.Repeat("x", 131072)); code(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "per argument") {
+		t.Fatalf("oversized argument: %v", err)
+	}
+	big := make([]string, 0, 20)
+	for range 20 {
+		big = append(big, strings.Repeat("y", 120<<10))
+	}
+	if err := run("main", append([]string{"echo"}, big...)...); code(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "in all") {
+		t.Fatalf("oversized argv: %v", err)
+	}
+	if err := run("main", "definitely-not-a-binary"); code(err) != connect.CodeInvalidArgument {
+		t.Fatalf("missing binary: %v", err)
+	}
+}
+
+func TestImagePath(t *testing.T) {
+	h := start(t, Options{Images: map[string]string{"builtin:base": "/nonexistent"}})
+	inst := h.running(t)
+	cmd := h.command(t, inst.ExtendedMetadata.CommandServiceEndpoint)
+	_, err := cmd.RunCommandSync(context.Background(), authed(h, &pb.RunCommandRequest{
+		InstanceId: inst.Metadata.InstanceId, TargetContainerName: "main", Command: &pb.Command{Command: []string{"sh", "-c", "true"}}}))
+	if code(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "image's PATH") {
+		t.Fatalf("got %v; want sh missing from the image", err)
+	}
+}
+
+func TestDestroyKillsProcesses(t *testing.T) {
+	h := start(t, Options{})
+	inst := h.running(t)
+	id := inst.Metadata.InstanceId
+	cmd := h.command(t, inst.ExtendedMetadata.CommandServiceEndpoint)
+	pidFile := t.TempDir() + "/pid"
+	done := make(chan error, 1)
+	go func() {
+		_, err := cmd.RunCommandSync(context.Background(), authed(h, &pb.RunCommandRequest{
+			InstanceId: id, TargetContainerName: "main",
+			Command: &pb.Command{Command: []string{"sh", "-c", "sleep 60 & echo $! > " + pidFile + "; wait"}}}))
+		done <- err
+	}()
+	pid := readPID(t, pidFile)
+	if _, err := h.compute.DestroyInstance(context.Background(), authed(h, &pb.DestroyInstanceRequest{InstanceId: id})); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("command still running after destroy")
+	}
+	waitFor(t, func() bool { return !alive(pid) })
+}
+
+func readPID(t *testing.T, file string) int {
+	t.Helper()
+	var pid int
+	waitFor(t, func() bool {
+		b, err := os.ReadFile(file)
+		if err != nil || len(bytes.TrimSpace(b)) == 0 {
+			return false
+		}
+		_, err = fmt.Sscan(string(b), &pid)
+		return err == nil
+	})
+	return pid
+}
+
+func alive(pid int) bool {
+	if err := syscall.Kill(pid, 0); err != nil {
+		return false
+	}
+	// A zombie still answers kill 0; check its state.
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	return err == nil && !strings.Contains(string(b), ") Z ")
+}
+
+func TestCancelKillsProcess(t *testing.T) {
+	h := start(t, Options{})
+	inst := h.running(t)
+	cmd := h.command(t, inst.ExtendedMetadata.CommandServiceEndpoint)
+	pidFile := t.TempDir() + "/pid"
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		stream, err := cmd.RunCommand(ctx, authed(h, &pb.RunCommandRequest{InstanceId: inst.Metadata.InstanceId, TargetContainerName: "main",
+			Command: &pb.Command{Command: []string{"sh", "-c", "echo $$ > " + pidFile + "; sleep 60"}}}))
+		if err == nil {
+			for stream.Receive() {
+			}
+		}
+	}()
+	pid := readPID(t, pidFile)
+	cancel()
+	<-done
+	waitFor(t, func() bool { return !alive(pid) })
+}
+
+func TestDeadlineDestroys(t *testing.T) {
+	h := start(t, Options{})
+	req := createReq()
+	req.Deadline = timestamppb.New(time.Now().Add(300 * time.Millisecond))
+	created, err := h.compute.CreateInstance(context.Background(), authed(h, req))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := created.Msg.Metadata.InstanceId
+	waitFor(t, func() bool { return len(h.srv.LiveInstances()) == 0 })
+	d, err := h.compute.DescribeInstance(context.Background(), authed(h, &pb.DescribeInstanceRequest{InstanceId: id}))
+	if err != nil || d.Msg.Metadata.DestroyedAt == nil {
+		t.Fatalf("describe after deadline: %v %v", d, err)
+	}
+}
+
+func TestExtendInstance(t *testing.T) {
+	h := start(t, Options{})
+	inst := h.running(t)
+	id := inst.Metadata.InstanceId
+	ctx := context.Background()
+	want := time.Now().Add(3 * time.Hour).Truncate(time.Second)
+	resp, err := h.compute.ExtendInstance(ctx, authed(h, &pb.ExtendInstanceRequest{InstanceId: id, NewDeadline: timestamppb.New(want)}))
+	if err != nil || !resp.Msg.NewDeadline.AsTime().Equal(want) {
+		t.Fatalf("extend: %v %v", resp, err)
+	}
+	resp, err = h.compute.ExtendInstance(ctx, authed(h, &pb.ExtendInstanceRequest{InstanceId: id, ExtendBy: durationpb.New(time.Hour)}))
+	if err != nil || !resp.Msg.NewDeadline.AsTime().Equal(want.Add(time.Hour)) {
+		t.Fatalf("extend by: %v %v", resp, err)
+	}
+	if _, err := h.compute.ExtendInstance(ctx, authed(h, &pb.ExtendInstanceRequest{InstanceId: id})); code(err) != connect.CodeInvalidArgument {
+		t.Fatalf("empty extend: %v", err)
+	}
+}
+
+func TestListInstancesFiltersAndPages(t *testing.T) {
+	h := start(t, Options{})
+	ctx := context.Background()
+	for i := range 5 {
+		req := createReq()
+		req.Labels = append(req.Labels, &stdlib.Label{Name: "idx", Value: strconv.Itoa(i % 2)})
+		if _, err := h.compute.CreateInstance(ctx, authed(h, req)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []string
+	var cursor []byte
+	for {
+		resp, err := h.compute.ListInstances(ctx, authed(h, &pb.ListInstancesRequest{MaxEntries: 2, PaginationCursor: cursor,
+			LabelFilter: []*stdlib.LabelFilterEntry{{Name: "idx", Value: "0", Op: stdlib.LabelFilterEntry_EQUAL}}}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range resp.Msg.Instances {
+			got = append(got, m.InstanceId)
+		}
+		if cursor = resp.Msg.PaginationCursor; len(cursor) == 0 {
+			break
+		}
+	}
+	if len(got) != 3 {
+		t.Fatalf("got %d instances with idx=0, want 3", len(got))
+	}
+	resp, err := h.compute.ListInstances(ctx, authed(h, &pb.ListInstancesRequest{
+		LabelFilter: []*stdlib.LabelFilterEntry{{Name: "idx", Value: "0", Op: stdlib.LabelFilterEntry_NOT_EQUAL}}}))
+	if err != nil || len(resp.Msg.Instances) != 2 {
+		t.Fatalf("NOT_EQUAL: %v %v", resp, err)
+	}
+}
+
+func TestQuota(t *testing.T) {
+	h := start(t, Options{MaxInstances: 1})
+	ctx := context.Background()
+	if _, err := h.compute.CreateInstance(ctx, authed(h, createReq())); err != nil {
+		t.Fatal(err)
+	}
+	_, err := h.compute.CreateInstance(ctx, authed(h, createReq()))
+	var cerr *connect.Error
+	if !errors.As(err, &cerr) || cerr.Code() != connect.CodeResourceExhausted {
+		t.Fatalf("got %v, want resource_exhausted", err)
+	}
+	if len(cerr.Details()) != 1 || cerr.Details()[0].Type() != "namespace.cloud.compute.v1beta.ResourceLimitsError" {
+		t.Fatalf("details %v, want a ResourceLimitsError", cerr.Details())
+	}
+	h2 := start(t, Options{MaxVCPU: 4})
+	req := createReq()
+	req.Shape.VirtualCpu = 8
+	req.Shape.MemoryMegabytes = 16384
+	if _, err := h2.compute.CreateInstance(ctx, authed(h2, req)); code(err) != connect.CodeResourceExhausted {
+		t.Fatalf("vCPU quota: %v", err)
+	}
+}
+
+func TestFaults(t *testing.T) {
+	h := start(t, Options{Faults: []Fault{
+		{Method: "DescribeInstance", Nth: 2, Count: 2, Code: connect.CodeUnavailable},
+		{Method: "Boot", Nth: 2},
+		{Method: "WaitInstance", Nth: 2, CutAfter: 1},
+	}})
+	ctx := context.Background()
+	inst := h.running(t)
+	id := inst.Metadata.InstanceId
+	var codes []connect.Code
+	for range 4 {
+		_, err := h.compute.DescribeInstance(ctx, authed(h, &pb.DescribeInstanceRequest{InstanceId: id}))
+		codes = append(codes, code(err))
+	}
+	if codes[0] != 0 || codes[1] != connect.CodeUnavailable || codes[2] != connect.CodeUnavailable || codes[3] != 0 {
+		t.Fatalf("codes %v: want the 2nd and 3rd calls unavailable", codes)
+	}
+	// The second boot fails: WaitInstance ends with internal.
+	created, err := h.compute.CreateInstance(ctx, authed(h, createReq()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := h.compute.WaitInstance(ctx, authed(h, &pb.WaitInstanceRequest{InstanceId: created.Msg.Metadata.InstanceId}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for stream.Receive() {
+	}
+	if code(stream.Err()) != connect.CodeInternal {
+		t.Fatalf("failed boot: %v, want internal", stream.Err())
+	}
+	// The second WaitInstance is cut after one message.
+	stream, err = h.compute.WaitInstance(ctx, authed(h, &pb.WaitInstanceRequest{InstanceId: id}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for stream.Receive() {
+		n++
+	}
+	if n != 1 || stream.Err() == nil {
+		t.Fatalf("cut stream: %d messages, err %v; want 1 and an error", n, stream.Err())
+	}
+}
+
+func TestFaultDelayAndRTT(t *testing.T) {
+	h := start(t, Options{RTT: 50 * time.Millisecond})
+	h.srv.InjectFault(Fault{Method: "ListInstances", Delay: 100 * time.Millisecond})
+	began := time.Now()
+	if _, err := h.compute.ListInstances(context.Background(), authed(h, &pb.ListInstancesRequest{})); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(began); took < 150*time.Millisecond {
+		t.Fatalf("call took %v; want at least RTT + delay", took)
+	}
+	calls := h.srv.Calls()
+	if len(calls) != 1 || calls[0].Method != "ListInstances" || calls[0].End.Sub(calls[0].Start) < 150*time.Millisecond {
+		t.Fatalf("call log %+v", calls)
+	}
+}
+
+func TestSeededIDsRepeat(t *testing.T) {
+	ids := func() string {
+		h := start(t, Options{Seed: 42})
+		r, err := h.compute.CreateInstance(context.Background(), authed(h, createReq()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Msg.Metadata.InstanceId
+	}
+	if a, b := ids(), ids(); a != b {
+		t.Fatalf("seeded ids differ: %s %s", a, b)
+	}
+}
+
+func TestCloseKillsEverything(t *testing.T) {
+	srv, err := Start(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{srv: srv, token: srv.Token(), compute: computev1betaconnect.NewComputeServiceClient(http.DefaultClient, srv.URL(), connect.WithProtoJSON())}
+	inst := h.running(t)
+	pidFile := t.TempDir() + "/pid"
+	go func() {
+		cmd := h.command(t, inst.ExtendedMetadata.CommandServiceEndpoint)
+		_, _ = cmd.RunCommandSync(context.Background(), authed(h, &pb.RunCommandRequest{InstanceId: inst.Metadata.InstanceId, TargetContainerName: "main",
+			Command: &pb.Command{Command: []string{"sh", "-c", "sleep 60 & echo $! > " + pidFile + "; wait"}}}))
+	}()
+	pid := readPID(t, pidFile)
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return !alive(pid) })
+	if _, err := os.Stat(srv.opts.Dir); !os.IsNotExist(err) {
+		t.Fatalf("emulator dir %s still exists", srv.opts.Dir)
+	}
+}
+
+func TestUnimplemented(t *testing.T) {
+	h := start(t, Options{})
+	_, err := h.compute.SuspendInstance(context.Background(), authed(h, &pb.SuspendInstanceRequest{InstanceId: "x"}))
+	if code(err) != connect.CodeUnimplemented {
+		t.Fatalf("got %v, want unimplemented", err)
+	}
+}
