@@ -1,0 +1,285 @@
+package nsdriver
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"testing/iotest"
+	"time"
+)
+
+func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
+
+func collect(t *testing.T, r io.Reader) ([]string, error) {
+	t.Helper()
+	var msgs []string
+	err := readStream(r, func(m []byte) error { msgs = append(msgs, string(m)); return nil })
+	return msgs, err
+}
+
+func TestReadStreamSplitAcrossReads(t *testing.T) {
+	data := append(append(envelope(0, `{"a":1}`), envelope(0, `{"b":2}`)...), envelope(envelopeEndStream, `{}`)...)
+	msgs, err := collect(t, iotest.OneByteReader(bytes.NewReader(data)))
+	if err != nil || strings.Join(msgs, ",") != `{"a":1},{"b":2}` {
+		t.Fatalf("msgs %q err %v", msgs, err)
+	}
+}
+
+func TestReadStreamZeroLengthPayloadIsEmptyMessage(t *testing.T) {
+	data := append(envelope(0, ""), envelope(envelopeEndStream, "")...)
+	msgs, err := collect(t, bytes.NewReader(data))
+	if err != nil || len(msgs) != 1 || msgs[0] != "{}" {
+		t.Fatalf("msgs %q err %v", msgs, err)
+	}
+}
+
+func TestReadStreamEndWithError(t *testing.T) {
+	data := append(envelope(0, `{}`), envelope(envelopeEndStream,
+		`{"error":{"code":"resource_exhausted","message":"quota"},"metadata":{"x":["y"]}}`)...)
+	_, err := collect(t, bytes.NewReader(data))
+	var apiErr *APIError
+	if !errors.As(err, &apiErr) || apiErr.Code != CodeResourceExhausted || apiErr.HTTPStatus != 200 || !errors.Is(err, ErrResourceExhausted) {
+		t.Fatalf("err %v", err)
+	}
+}
+
+func TestReadStreamMissingEnd(t *testing.T) {
+	for name, data := range map[string][]byte{
+		"clean boundary":  envelope(0, `{}`),
+		"partial header":  append(envelope(0, `{}`), 0, 0),
+		"partial payload": envelope(0, `{"long":true}`)[:9],
+		"empty":           nil,
+	} {
+		if _, err := collect(t, bytes.NewReader(data)); !errors.Is(err, ErrStreamTruncated) {
+			t.Errorf("%s: err %v, want ErrStreamTruncated", name, err)
+		}
+	}
+}
+
+func TestReadStreamOversizedLengthIsNotAllocated(t *testing.T) {
+	hdr := []byte{0, 0xff, 0xff, 0xff, 0xff}
+	if _, err := collect(t, bytes.NewReader(hdr)); !errors.Is(err, ErrMessageTooLarge) {
+		t.Fatalf("err %v, want ErrMessageTooLarge", err)
+	}
+	// Under the cap but lying about its length: an error, not a hang.
+	lying := []byte{0, 0x01, 0, 0, 0, '{', '}'}
+	if _, err := collect(t, bytes.NewReader(lying)); !errors.Is(err, ErrStreamTruncated) {
+		t.Fatalf("err %v, want ErrStreamTruncated", err)
+	}
+}
+
+func TestReadStreamRejectsCompressed(t *testing.T) {
+	if _, err := collect(t, bytes.NewReader(envelope(envelopeCompressed, "xx"))); err == nil || !strings.Contains(err.Error(), "compressed") {
+		t.Fatalf("err %v", err)
+	}
+}
+
+func TestStreamNon200BeforeMessages(t *testing.T) {
+	api := newFakeAPI(t, func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusUnauthorized, map[string]string{"code": "unauthenticated", "message": "bad token"})
+	})
+	_, err := api.client(t).WaitInstance(context.Background(), &WaitInstanceRequest{InstanceID: "i"}, nil)
+	if !errors.Is(err, ErrUnauthenticated) {
+		t.Fatalf("err %v", err)
+	}
+}
+
+func TestHeaders(t *testing.T) {
+	api := newFakeAPI(t, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, map[string]any{}) })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := api.client(t).DescribeInstance(ctx, &DescribeInstanceRequest{InstanceID: "abc"}); err != nil {
+		t.Fatal(err)
+	}
+	req := api.requests()[0]
+	if req.Path != "/namespace.cloud.compute.v1beta.ComputeService/DescribeInstance" {
+		t.Errorf("path %s", req.Path)
+	}
+	h := req.Header
+	ms, _ := strconv.Atoi(h.Get("Connect-Timeout-Ms"))
+	if h.Get("Connect-Protocol-Version") != "1" || h.Get("Content-Type") != "application/json" ||
+		h.Get("Authorization") != "Bearer "+testToken || ms < 29000 || ms > 30000 {
+		t.Errorf("headers %v", h)
+	}
+	if string(req.Body) != `{"instanceId":"abc"}` {
+		t.Errorf("body %s", req.Body)
+	}
+}
+
+func TestRedirectsAreNotFollowed(t *testing.T) {
+	var hits int
+	api := newFakeAPI(t, func(w http.ResponseWriter, r *http.Request) {
+		hits++
+		http.Redirect(w, r, "/elsewhere", http.StatusTemporaryRedirect)
+	})
+	_, err := api.client(t).DescribeInstance(context.Background(), &DescribeInstanceRequest{InstanceID: "abc"})
+	if err == nil || !strings.Contains(err.Error(), "redirect refused") || hits != 1 {
+		t.Fatalf("err %v hits %d", err, hits)
+	}
+}
+
+func TestCleartextRefusedBeforeConnecting(t *testing.T) {
+	// A listener that records any connection: none may arrive.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	for _, endpoint := range []string{"http://example.com", "http://10.1.2.3:8080", "ftp://example.com"} {
+		if _, err := NewClient(WithEndpoint(endpoint), WithToken(testToken)); !errors.Is(err, ErrInsecureEndpoint) {
+			t.Errorf("%s: err %v, want ErrInsecureEndpoint", endpoint, err)
+		}
+	}
+	for _, endpoint := range []string{"http://127.0.0.1:1", "http://localhost:1", "http://[::1]:1", "https://us.compute.namespaceapis.com"} {
+		if _, err := NewClient(WithEndpoint(endpoint), WithToken(testToken)); err != nil {
+			t.Errorf("%s: %v", endpoint, err)
+		}
+	}
+	// A commandServiceEndpoint over plain http to a non-loopback host.
+	c, err := NewClient(WithEndpoint("http://"+ln.Addr().String()), WithToken(testToken))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.RunCommand(context.Background(), "http://203.0.113.7/instances/x", &RunCommandRequest{}, nil)
+	if !errors.Is(err, ErrInsecureEndpoint) || strings.Contains(err.Error(), testToken) {
+		t.Fatalf("err %v", err)
+	}
+}
+
+func TestRetriesUnavailable(t *testing.T) {
+	var n int
+	api := newFakeAPI(t, func(w http.ResponseWriter, r *http.Request) {
+		n++
+		if n < 3 {
+			writeJSON(w, 503, map[string]string{"code": "unavailable"})
+			return
+		}
+		writeJSON(w, 200, map[string]any{"metadata": map[string]any{"instanceId": "i", "status": 3}})
+	})
+	resp, err := api.client(t).DescribeInstance(context.Background(), &DescribeInstanceRequest{InstanceID: "i"})
+	if err != nil || resp.Metadata.Status != StatusRunning || n != 3 {
+		t.Fatalf("resp %v err %v calls %d", resp, err, n)
+	}
+}
+
+func TestRetryClassification(t *testing.T) {
+	cases := []struct {
+		name   string
+		status int
+		body   string
+		call   func(*Client) error
+		calls  int
+	}{
+		{"create is never retried", 503, `{"code":"unavailable"}`, func(c *Client) error {
+			_, err := c.CreateInstance(context.Background(), &CreateInstanceRequest{})
+			return err
+		}, 1},
+		{"resource_exhausted is never retried", 429, `{"code":"resource_exhausted"}`, func(c *Client) error {
+			return c.DestroyInstance(context.Background(), &DestroyInstanceRequest{InstanceID: "i"})
+		}, 1},
+		{"decoded code wins over HTTP status", 503, `{"code":"internal"}`, func(c *Client) error {
+			return c.DestroyInstance(context.Background(), &DestroyInstanceRequest{InstanceID: "i"})
+		}, 1},
+		{"HTTP 429 without a Connect body is unavailable", 429, `slow down`, func(c *Client) error {
+			return c.DestroyInstance(context.Background(), &DestroyInstanceRequest{InstanceID: "i"})
+		}, 3},
+		{"extendBy is never retried", 503, `{"code":"unavailable"}`, func(c *Client) error {
+			_, err := c.ExtendInstance(context.Background(), &ExtendInstanceRequest{InstanceID: "i", ExtendBy: Duration(time.Minute)})
+			return err
+		}, 1},
+		{"newDeadline is retried", 503, `{"code":"unavailable"}`, func(c *Client) error {
+			_, err := c.ExtendInstance(context.Background(), &ExtendInstanceRequest{InstanceID: "i", NewDeadline: NewTimestamp(time.Now())})
+			return err
+		}, 3},
+		{"list is retried", 503, `{"code":"unavailable"}`, func(c *Client) error {
+			_, err := c.ListInstances(context.Background(), &ListInstancesRequest{})
+			return err
+		}, 3},
+		{"wait is retried", 503, `{"code":"unavailable"}`, func(c *Client) error {
+			_, err := c.WaitInstance(context.Background(), &WaitInstanceRequest{InstanceID: "i"}, nil)
+			return err
+		}, 3},
+		{"run command is never retried", 503, `{"code":"unavailable"}`, func(c *Client) error {
+			_, err := c.RunCommand(context.Background(), "", &RunCommandRequest{}, nil)
+			return err
+		}, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			api := newFakeAPI(t, func(w http.ResponseWriter, r *http.Request) {
+				w.WriteHeader(tc.status)
+				_, _ = w.Write([]byte(tc.body))
+			})
+			if err := tc.call(api.client(t)); err == nil {
+				t.Fatal("want an error")
+			}
+			if got := len(api.requests()); got != tc.calls {
+				t.Fatalf("%d calls, want %d", got, tc.calls)
+			}
+		})
+	}
+}
+
+func TestRetriesDroppedConnection(t *testing.T) {
+	var n int
+	api := newFakeAPI(t, func(w http.ResponseWriter, r *http.Request) {
+		n++
+		if n == 1 {
+			conn, _, _ := http.NewResponseController(w).Hijack()
+			conn.Close()
+			return
+		}
+		writeJSON(w, 200, map[string]any{})
+	})
+	if err := api.client(t).DestroyInstance(context.Background(), &DestroyInstanceRequest{InstanceID: "i"}); err != nil || n != 2 {
+		t.Fatalf("err %v calls %d", err, n)
+	}
+}
+
+func TestRetryStopsWithContext(t *testing.T) {
+	api := newFakeAPI(t, func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, 503, map[string]string{"code": "unavailable"})
+	})
+	c := api.client(t, WithRetryPolicy(RetryPolicy{MaxAttempts: 100, InitialBackoff: 20 * time.Millisecond, MaxBackoff: 20 * time.Millisecond}))
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	err := c.DestroyInstance(ctx, &DestroyInstanceRequest{InstanceID: "i"})
+	if !errors.Is(err, context.DeadlineExceeded) || len(api.requests()) >= 100 {
+		t.Fatalf("err %v after %d calls", err, len(api.requests()))
+	}
+}
+
+func TestStreamRequestIsEnveloped(t *testing.T) {
+	api := newFakeAPI(t, func(w http.ResponseWriter, r *http.Request) {
+		writeStream(w, envelope(0, `{"stream":"STDOUT","data":"aGk="}`), envelope(0, `{"stream":2,"data":"ZXJy"}`),
+			envelope(0, `{"exitStatus":{"exitCode":7}}`), envelope(envelopeEndStream, `{}`))
+	})
+	var out, errOut string
+	code, err := api.client(t).RunCommand(context.Background(), api.URL+"/instances/x",
+		&RunCommandRequest{InstanceID: "x", TargetContainerName: "main", Command: &Command{Command: []string{"sh", "-c", "echo hi"}}},
+		func(s OutputStream, b []byte) {
+			if s == Stdout {
+				out += string(b)
+			} else {
+				errOut += string(b)
+			}
+		})
+	if err != nil || code != 7 || out != "hi" || errOut != "err" {
+		t.Fatalf("code %d out %q err %q %v", code, out, errOut, err)
+	}
+	req := api.requests()[0]
+	if req.Path != "/instances/x/namespace.cloud.compute.v1beta.CommandService/RunCommand" || req.Header.Get("Content-Type") != "application/connect+json" {
+		t.Fatalf("path %s headers %v", req.Path, req.Header)
+	}
+	var body RunCommandRequest
+	if err := json.Unmarshal(req.Body[5:], &body); err != nil || req.Body[0] != 0 || body.Command.Command[2] != "echo hi" {
+		t.Fatalf("body %q", req.Body)
+	}
+}

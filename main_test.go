@@ -1,0 +1,103 @@
+package nsdriver
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestMain isolates every test from the developer's own Namespace login:
+// no token variables, no nsc login file, no workload token.
+func TestMain(m *testing.M) {
+	for _, name := range []string{"NAMESPACE_TOKEN", "NSC_TOKEN", "NSC_TOKEN_FILE", "NSC_ENDPOINT"} {
+		os.Unsetenv(name)
+	}
+	dir, err := os.MkdirTemp("", "nsdriver-test-")
+	if err != nil {
+		panic(err)
+	}
+	os.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "xdg"))
+	workloadTokenPath = filepath.Join(dir, "no-workload-token.json")
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+const testToken = "nsct_TESTTOKEN_do_not_leak_7f3a"
+
+// recorded is one request a fake API server received.
+type recorded struct {
+	Path   string
+	Header http.Header
+	Body   []byte
+}
+
+// fakeAPI is an httptest server whose handler a test supplies; it records
+// every request.
+type fakeAPI struct {
+	*httptest.Server
+	mu   sync.Mutex
+	reqs []recorded
+}
+
+func newFakeAPI(t *testing.T, handler http.HandlerFunc) *fakeAPI {
+	t.Helper()
+	f := &fakeAPI{}
+	f.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		f.mu.Lock()
+		f.reqs = append(f.reqs, recorded{Path: r.URL.Path, Header: r.Header.Clone(), Body: body})
+		f.mu.Unlock()
+		r.Body = io.NopCloser(bytesReader(body))
+		handler(w, r)
+	}))
+	t.Cleanup(f.Close)
+	return f
+}
+
+func (f *fakeAPI) requests() []recorded {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]recorded(nil), f.reqs...)
+}
+
+func (f *fakeAPI) client(t *testing.T, opts ...Option) *Client {
+	t.Helper()
+	c, err := NewClient(append([]Option{WithEndpoint(f.URL), WithToken(testToken),
+		WithRetryPolicy(RetryPolicy{MaxAttempts: 3, InitialBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond})}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// envelope frames a stream message.
+func envelope(flags byte, payload string) []byte {
+	b := make([]byte, 5+len(payload))
+	b[0] = flags
+	binary.BigEndian.PutUint32(b[1:], uint32(len(payload)))
+	copy(b[5:], payload)
+	return b
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeStream(w http.ResponseWriter, frames ...[]byte) {
+	w.Header().Set("Content-Type", "application/connect+json")
+	w.WriteHeader(http.StatusOK)
+	for _, f := range frames {
+		_, _ = w.Write(f)
+		w.(http.Flusher).Flush()
+	}
+}
