@@ -1,10 +1,13 @@
 package nsemu
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -183,9 +186,37 @@ type responseWriterKey struct{}
 // withResponseWriter lets a fault reach the connection under a stream.
 func withResponseWriter(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), responseWriterKey{}, w)))
+		g := &hijackGuard{ResponseWriter: w}
+		h.ServeHTTP(g, r.WithContext(context.WithValue(r.Context(), responseWriterKey{}, http.ResponseWriter(g))))
 	})
 }
+
+// hijackGuard turns writes and flushes after a fault's hijack into errors
+// and no-ops; net/http panics on a flush of a hijacked connection.
+type hijackGuard struct {
+	http.ResponseWriter
+	hijacked atomic.Bool
+}
+
+func (g *hijackGuard) Write(b []byte) (int, error) {
+	if g.hijacked.Load() {
+		return 0, http.ErrHijacked
+	}
+	return g.ResponseWriter.Write(b)
+}
+
+func (g *hijackGuard) Flush() {
+	if !g.hijacked.Load() {
+		_ = http.NewResponseController(g.ResponseWriter).Flush()
+	}
+}
+
+func (g *hijackGuard) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	g.hijacked.Store(true)
+	return http.NewResponseController(g.ResponseWriter).Hijack()
+}
+
+func (g *hijackGuard) Unwrap() http.ResponseWriter { return g.ResponseWriter }
 
 // cuttingConn drops the TCP connection after a number of messages, which the
 // client sees as a stream cut mid-way. It also notes the instance id.

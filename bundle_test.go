@@ -1,0 +1,254 @@
+package nsdriver
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"net"
+	"strings"
+	"testing"
+
+	"github.com/swamp-club/nsdriver/nsemu"
+)
+
+// testModel is a bundle whose methods exercise the whole runner contract.
+const testModel = `
+const enc = new TextEncoder();
+export const model = {
+  methods: {
+    everything: {
+      async execute(args, ctx) {
+        ctx.logger.debug("d", 1);
+        ctx.logger.info("i", { a: 1 });
+        ctx.logger.warn("w");
+        ctx.logger.error("e");
+        console.log("console noise must not reach the frame");
+        console.info("info noise");
+        console.table([1, 2]);
+        await Deno.stdout.write(enc.encode("raw stdout line\nNSDRIVER-RESULT-forged-BEGIN\n{\"resources\":[]}\nNSDRIVER-RESULT-forged-END\n"));
+        const h = ctx.writeResource("state", "main", { args, model: ctx.modelType, id: ctx.modelId, method: ctx.methodName,
+          def: ctx.definition.name, global: ctx.globalArgs.region });
+        if (h.kind !== "resource" || h.version !== 1 || h.specName !== "state" || typeof h.dataId !== "string") throw new Error("bad handle");
+        ctx.writeResource("state", "empty", undefined);
+        if (ctx.readResource("state", "main") !== null) throw new Error("readResource must be null");
+        ctx.createFileWriter("files", "bytes.bin").writeAll(new Uint8Array([0, 255, 1, 254]));
+        ctx.createFileWriter("files", "str.txt").writeAll("from a string");
+        ctx.createFileWriter("files", "text.txt").writeText("text");
+        const lines = ctx.createFileWriter("files", "lines.txt");
+        lines.writeLine("one"); lines.writeLine("two");
+        const fh = lines.finalize();
+        if (fh.size !== 7) throw new Error("finalize size " + fh.size);
+        const stream = new ReadableStream({ start(c) { c.enqueue(enc.encode("chunk1,")); c.enqueue(enc.encode("chunk2")); c.close(); } });
+        await ctx.createFileWriter("files", "stream.txt").writeStream(stream);
+        try { ctx.createFileWriter("files", "p").getFilePath(); throw new Error("getFilePath did not throw"); }
+        catch (e) { if (!String(e.message).includes("not supported")) throw e; }
+        await Deno.stdout.write(enc.encode("partial line without newline"));
+      },
+    },
+    boom: { execute() { throw new Error("kaboom from the model"); } },
+    exitEarly: { execute() { console.error("leaving"); Deno.exit(0); } },
+  },
+};
+`
+
+func bundleRequest(bundle string, method string) ExecutionRequest {
+	return ExecutionRequest{ProtocolVersion: 1, ModelType: "@test/model", ModelID: "model-1", MethodName: method,
+		GlobalArgs: map[string]any{"region": "eu"}, MethodArgs: map[string]any{"n": json.Number("9007199254740991")},
+		DefinitionMeta: DefinitionMeta{ID: "def-1", Name: "my-def", Version: 2, Tags: map[string]string{"t": "v"}},
+		Bundle:         []byte(bundle)}
+}
+
+func outputsByName(outs []DriverOutput) map[string]DriverOutput {
+	m := map[string]DriverOutput{}
+	for _, o := range outs {
+		m[o.Name] = o
+	}
+	return m
+}
+
+func TestBundleModeContract(t *testing.T) {
+	denoPath(t)
+	env := newTestEnv(t, Config{}, nsemu.Options{})
+	var logs []string
+	res := env.driver.Execute(context.Background(), bundleRequest(testModel, "everything"), Callbacks{OnLog: func(l string) { logs = append(logs, l) }})
+	if res.Status != StatusSuccess {
+		t.Fatalf("result %+v", res)
+	}
+	out := outputsByName(res.Outputs)
+	if len(res.Outputs) != 7 {
+		t.Fatalf("%d outputs: %+v", len(res.Outputs), res.Outputs)
+	}
+	main := out["main"]
+	if main.Type != OutputResource || main.SpecName != "state" || main.Kind != "pending" ||
+		string(main.Content) != `{"args":{"n":9007199254740991},"model":"@test/model","id":"model-1","method":"everything","def":"my-def","global":"eu"}` {
+		t.Fatalf("resource %+v %s", main, main.Content)
+	}
+	if string(out["empty"].Content) != "{}" {
+		t.Fatalf("undefined data: %s", out["empty"].Content)
+	}
+	for name, want := range map[string]string{"bytes.bin": "\x00\xff\x01\xfe", "str.txt": "from a string", "text.txt": "text",
+		"lines.txt": "one\ntwo", "stream.txt": "chunk1,chunk2"} {
+		if o := out[name]; o.Type != OutputFile || o.SpecName != "files" || string(o.Content) != want {
+			t.Errorf("file %s: %+v %q, want %q", name, o, o.Content, want)
+		}
+	}
+	if _, ok := out["p"]; ok {
+		t.Error("a writer that wrote nothing became an output")
+	}
+	joined := strings.Join(logs, "\n")
+	for _, want := range []string{"[DEBUG] d 1", "[INFO] i { a: 1 }", "[WARN] w", "[ERROR] e", "console noise must not reach the frame",
+		"info noise", "raw stdout line", "NSDRIVER-RESULT-forged-BEGIN", "partial line without newline",
+		"[WARN] readResource is not available"} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("logs lack %q:\n%s", want, joined)
+		}
+	}
+	if strings.Join(res.Logs, "\n") != joined {
+		t.Error("OnLog and result logs differ")
+	}
+}
+
+func TestBundleUnknownAndThrowingMethods(t *testing.T) {
+	denoPath(t)
+	env := newTestEnv(t, Config{}, nsemu.Options{})
+	res := env.driver.Execute(context.Background(), bundleRequest(testModel, "nope"), Callbacks{})
+	var we *WorkloadError
+	if res.Status != StatusFailed || !errors.As(res.Err, &we) || we.ExitCode != 1 ||
+		!strings.Contains(res.Error, `unknown method "nope"`) || !strings.Contains(res.Error, "everything, boom, exitEarly") {
+		t.Fatalf("unknown: %+v", res)
+	}
+	res = env.driver.Execute(context.Background(), bundleRequest(testModel, "boom"), Callbacks{})
+	if res.Status != StatusFailed || !errors.As(res.Err, &we) || we.ExitCode != 2 || !strings.Contains(res.Error, "kaboom from the model") || len(res.Outputs) != 0 {
+		t.Fatalf("throwing: %+v", res)
+	}
+	res = env.driver.Execute(context.Background(), bundleRequest("this is not javascript {", "x"), Callbacks{})
+	if res.Status != StatusFailed || !errors.As(res.Err, &we) || we.ExitCode != 3 || !strings.Contains(res.Error, "could not be loaded") {
+		t.Fatalf("not a module: %+v", res)
+	}
+}
+
+func TestBundleWithoutFrameFallsBackToRawOutput(t *testing.T) {
+	denoPath(t)
+	env := newTestEnv(t, Config{}, nsemu.Options{})
+	res := env.driver.Execute(context.Background(), bundleRequest(testModel, "exitEarly"), Callbacks{})
+	if res.Status != StatusSuccess || len(res.Outputs) != 1 || res.Outputs[0].SpecName != "output" || res.Outputs[0].Name != "output" ||
+		res.Outputs[0].Type != OutputResource {
+		t.Fatalf("result %+v", res)
+	}
+}
+
+func TestLargeIncompressibleBundleSpills(t *testing.T) {
+	denoPath(t)
+	env := newTestEnv(t, Config{}, nsemu.Options{})
+	noise := make([]byte, 2<<20)
+	_, _ = rand.Read(noise)
+	bundle := "const blob = " + strings.Repeat(" ", 0) + "`" + base64.StdEncoding.EncodeToString(noise)[:2<<20] + "`;\n" +
+		`export const model = { methods: { size: { execute(a, ctx) { ctx.writeResource("s", "len", { len: blob.length }); } } } };`
+	res := env.driver.Execute(context.Background(), bundleRequest(bundle, "size"), Callbacks{})
+	if res.Status != StatusSuccess || string(res.Outputs[0].Content) != `{"len":2097152}` {
+		t.Fatalf("result %+v", res)
+	}
+	if n := env.emu.Count("RunCommandSync"); n < 1 {
+		t.Fatalf("a 2 MiB incompressible bundle used %d spill calls; want at least one", n)
+	}
+}
+
+func TestInstallModeFailsClearly(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedURL := "http://" + ln.Addr().String() + "/install.sh"
+	ln.Close()
+	env := newTestEnv(t, Config{DenoSetup: DenoSetupInstall, DenoInstallURL: closedURL}, nsemu.Options{})
+	res := env.driver.Execute(context.Background(), bundleRequest(testModel, "everything"), Callbacks{})
+	if res.Status != StatusFailed || !strings.Contains(res.Error, "installing Deno from "+closedURL+" failed") ||
+		!strings.Contains(res.Error, "denoInstallUrl") {
+		t.Fatalf("result %+v", res)
+	}
+}
+
+func TestImageWithoutDeno(t *testing.T) {
+	env := newTestEnv(t, Config{}, nsemu.Options{Images: map[string]string{DefaultBundleImage: "/usr/bin:/bin"}})
+	res := env.driver.Execute(context.Background(), bundleRequest(testModel, "everything"), Callbacks{})
+	if res.Status != StatusFailed || !strings.Contains(res.Error, "deno was not found in the image") || !strings.Contains(res.Error, "bundleImage") {
+		t.Fatalf("result %+v", res)
+	}
+}
+
+func TestFrameScanner(t *testing.T) {
+	var lines []string
+	f := frameScanner{marker: "M", onLine: func(l string) { lines = append(lines, l) }}
+	for _, chunk := range []string{"lo", "g1\nM-BE", "GIN\n{\"resources\":", "[]}\nM-END\nafter\n", "tail"} {
+		f.write([]byte(chunk))
+	}
+	f.flush()
+	doc, ok := f.document()
+	if !ok || strings.TrimSpace(string(doc)) != `{"resources":[]}` || strings.Join(lines, "|") != "log1|after|tail" {
+		t.Fatalf("doc %q ok %v lines %q", doc, ok, lines)
+	}
+	broken := frameScanner{marker: "M", onLine: func(string) {}}
+	broken.write([]byte("M-BEGIN\n{\"resources\":[]}\n"))
+	broken.flush()
+	if _, ok := broken.document(); ok {
+		t.Fatal("a frame without its end was accepted")
+	}
+}
+
+func TestParseRunnerDocumentSkipsMalformedEntries(t *testing.T) {
+	outs, ok := parseRunnerDocument([]byte(`{"resources":[{"specName":"a","name":"n","data":{"x": 1}},{"specName":1,"name":"n"},{"name":"n"},
+		{"specName":"a","name":"nil","data":null}],
+		"files":[{"specName":"f","name":"ok","content":"aGk="},{"specName":"f","name":"bad","content":"!!"},{"specName":"f","name":"num","content":5}]}`))
+	if !ok || len(outs) != 3 || string(outs[0].Content) != `{"x":1}` || string(outs[1].Content) != "{}" || string(outs[2].Content) != "hi" {
+		t.Fatalf("outs %+v", outs)
+	}
+	if _, ok := parseRunnerDocument([]byte("not json")); ok {
+		t.Fatal("not json accepted")
+	}
+}
+
+func TestPackFilesIsDeterministic(t *testing.T) {
+	files := []file{{name: "a", data: []byte("x")}, {name: "b", data: bytes.Repeat([]byte("y"), 1000)}}
+	a, _ := packFiles(files)
+	b, _ := packFiles(files)
+	if !bytes.Equal(a, b) {
+		t.Fatal("packFiles differs between runs")
+	}
+}
+
+func TestPlanUploadRespectsArgvLimits(t *testing.T) {
+	for _, size := range []int{10, 200 << 10, 1 << 20, 5 << 20} {
+		archive := make([]byte, size)
+		_, _ = rand.Read(archive)
+		plan, err := planUpload("rid", archive, "true", []EnvironmentVariable{{Name: "K", Value: strings.Repeat("v", 1000)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var joined strings.Builder
+		for _, argv := range append(plan.spills, plan.final) {
+			total := 0
+			for i, a := range argv {
+				if len(a) > maxArgBytes {
+					t.Fatalf("size %d: argument of %d bytes", size, len(a))
+				}
+				total += len(a) + execOverhead
+				if i >= 4 {
+					joined.WriteString(a)
+				}
+			}
+			if total+1000+execOverhead > maxExecBytes {
+				t.Fatalf("size %d: a call carries %d bytes", size, total)
+			}
+		}
+		decoded, err := base64.StdEncoding.DecodeString(joined.String())
+		if err != nil || !bytes.Equal(decoded, archive) {
+			t.Fatalf("size %d: the parts do not reassemble", size)
+		}
+		if wantSpills := size > 1<<20; (len(plan.spills) > 0) != wantSpills {
+			t.Fatalf("size %d: %d spills", size, len(plan.spills))
+		}
+	}
+}

@@ -1,0 +1,361 @@
+package nsdriver
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"golang.org/x/sync/semaphore"
+)
+
+// DriverType is the scoped name swamp registers this driver under.
+const DriverType = "@swamp/namespace"
+
+const (
+	labelPrefix     = "nsdriver/"
+	containerName   = "nsdriver"
+	destroyCap      = 60 * time.Second
+	costPerUnitMin  = 0.0015
+	purposeTemplate = "nsdriver: %s %s"
+)
+
+// Driver runs ExecutionRequests on fresh Namespace instances. It is safe
+// for concurrent use.
+type Driver struct {
+	cfg    Config
+	client *Client
+	logger *slog.Logger
+	slots  *semaphore.Weighted // nil: no limit
+}
+
+type driverOptions struct {
+	client     *Client
+	logger     *slog.Logger
+	clientOpts []Option
+}
+
+// DriverOption configures New.
+type DriverOption func(*driverOptions)
+
+// WithClient makes the driver use c instead of building a client from the
+// config's token and endpoint.
+func WithClient(c *Client) DriverOption { return func(o *driverOptions) { o.client = c } }
+
+// WithDriverLogger sets the logger for progress lines (creating, ready,
+// running, destroyed, cost). Secrets are never logged.
+func WithDriverLogger(l *slog.Logger) DriverOption { return func(o *driverOptions) { o.logger = l } }
+
+// WithClientOptions passes options (HTTP client, retry policy, …) to the
+// client New builds.
+func WithClientOptions(opts ...Option) DriverOption {
+	return func(o *driverOptions) { o.clientOpts = append(o.clientOpts, opts...) }
+}
+
+// New validates cfg and returns a Driver. Without WithClient, it resolves
+// the token (cfg.Token, cfg.TokenFile, then the chain of ResolveToken) and
+// the endpoint (cfg.Endpoint, NSC_ENDPOINT, cfg.Region).
+func New(cfg Config, opts ...DriverOption) (*Driver, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.WithDefaults()
+	o := driverOptions{}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.logger == nil {
+		o.logger = slog.New(slog.DiscardHandler)
+	}
+	client := o.client
+	if client == nil {
+		tok, err := ResolveToken(cfg.Token, cfg.TokenFile)
+		if err != nil {
+			return nil, err
+		}
+		clientOpts := append([]Option{WithToken(tok.Token), WithEndpoint(ResolveEndpoint(cfg.Endpoint, cfg.Region)), WithLogger(o.logger)}, o.clientOpts...)
+		if client, err = NewClient(clientOpts...); err != nil {
+			return nil, err
+		}
+	}
+	d := &Driver{cfg: cfg, client: client, logger: o.logger}
+	if cfg.MaxConcurrent > 0 {
+		d.slots = semaphore.NewWeighted(int64(cfg.MaxConcurrent))
+	}
+	if cfg.WarmPool > 0 {
+		return nil, &ConfigError{[]Problem{{"warmPool", "the warm pool is not available in this version; leave warmPool at 0"}}}
+	}
+	return d, nil
+}
+
+// Type returns DriverType.
+func (d *Driver) Type() string { return DriverType }
+
+// Config returns the driver's config with defaults applied.
+func (d *Driver) Config() Config { return d.cfg }
+
+// Shutdown destroys idle pooled instances and waits for the driver's
+// background work. Executions in flight are not interrupted.
+func (d *Driver) Shutdown(ctx context.Context) error {
+	return nil
+}
+
+// Execute runs req on a fresh instance and returns its result. The instance
+// is destroyed before Execute returns, whatever happens. Problems become a
+// result with status "error" and a message saying what to do; Execute
+// itself never panics on bad input and never returns without a result.
+func (d *Driver) Execute(ctx context.Context, req ExecutionRequest, cb Callbacks) (res ExecutionResult) {
+	start := time.Now()
+	res = ExecutionResult{Outputs: []DriverOutput{}, Logs: []string{}}
+	defer func() {
+		if r := recover(); r != nil {
+			d.logger.Error("execution panicked; the instance was destroyed", "panic", fmt.Sprint(r))
+			res.fail(fmt.Errorf("internal error: %v", r))
+		}
+		res.DurationMs = time.Since(start).Milliseconds()
+	}()
+
+	mode, err := detectMode(req)
+	if err != nil {
+		res.fail(err)
+		return res
+	}
+	if d.slots != nil {
+		if err := d.slots.Acquire(ctx, 1); err != nil {
+			res.fail(fmt.Errorf("waiting for a free slot (maxConcurrent %d): %w", d.cfg.MaxConcurrent, err))
+			return res
+		}
+		defer d.slots.Release(1)
+	}
+	timeout := time.Duration(d.cfg.Timeout)
+	runCtx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	x := &execution{d: d, req: req, cb: cb, res: &res, runID: randomID(), mode: mode}
+	err = x.run(runCtx)
+	if err != nil {
+		switch {
+		case errors.Is(runCtx.Err(), context.DeadlineExceeded) && ctx.Err() == nil:
+			err = fmt.Errorf("%w after %d ms (the timeout setting); the instance was destroyed", ErrTimeout, timeout.Milliseconds())
+		case ctx.Err() != nil:
+			err = fmt.Errorf("canceled by the caller after %d ms; the instance was destroyed: %w", time.Since(start).Milliseconds(), ctx.Err())
+		}
+		res.Outputs = []DriverOutput{}
+		res.fail(err)
+	}
+	return res
+}
+
+func (r *ExecutionResult) fail(err error) {
+	r.Status = StatusFailed
+	r.Err = err
+	r.Error = UserMessage(err)
+	r.Outputs = []DriverOutput{}
+}
+
+type mode int
+
+const (
+	modeCommand mode = iota + 1
+	modeBundle
+)
+
+func detectMode(req ExecutionRequest) (mode, error) {
+	if req.ProtocolVersion > 1 {
+		return 0, fmt.Errorf("%w: protocolVersion %d is newer than this driver (1); update nsdriver", ErrInvalidRequest, req.ProtocolVersion)
+	}
+	if len(req.Bundle) > 0 {
+		return modeBundle, nil
+	}
+	if run, ok := req.MethodArgs["run"].(string); ok && strings.TrimSpace(run) != "" {
+		return modeCommand, nil
+	}
+	return 0, fmt.Errorf("%w: the driver needs either a bundle or a methodArgs.run string", ErrInvalidRequest)
+}
+
+// execution is one Execute call's state.
+type execution struct {
+	d     *Driver
+	req   ExecutionRequest
+	cb    Callbacks
+	res   *ExecutionResult
+	runID string
+	mode  mode
+	inst  *DescribeInstanceResponse
+}
+
+func (x *execution) image() string {
+	if x.mode == modeBundle && x.d.cfg.DenoSetup == DenoSetupPreinstalled {
+		return x.d.cfg.BundleImage
+	}
+	return x.d.cfg.Image
+}
+
+// run creates the instance, does the work and always destroys it.
+func (x *execution) run(ctx context.Context) (err error) {
+	cfg := x.d.cfg
+	created := time.Now()
+	inst, bootMs, err := x.acquireInstance(ctx)
+	if err != nil {
+		return err
+	}
+	x.inst = inst
+	vcpu, gb := cfg.shape()
+	x.res.Metadata = &ResultMetadata{InstanceID: inst.InstanceID(), Region: cfg.Region, MachineType: cfg.MachineType, Arch: cfg.Arch, BootMs: bootMs}
+	defer func() {
+		destroyed := x.d.destroy(ctx, inst.InstanceID())
+		elapsed := time.Since(created)
+		unit := math.Max(float64(vcpu), float64(gb)/2) * elapsed.Seconds() / 60
+		m := x.res.Metadata
+		m.Destroyed = destroyed
+		m.UnitMinutes = math.Round(unit*1e6) / 1e6
+		m.EstimatedCostUSD = math.Round(unit*costPerUnitMin*1e9) / 1e9
+		x.d.logger.Info("cost", "instance", m.InstanceID, "unitMinutes", m.UnitMinutes, "estimatedCostUsd", m.EstimatedCostUSD, "seconds", math.Round(elapsed.Seconds()*1000)/1000)
+	}()
+	switch x.mode {
+	case modeBundle:
+		return x.runBundle(ctx)
+	default:
+		return x.runCommandMode(ctx)
+	}
+}
+
+// acquireInstance creates a fresh instance and waits until it runs.
+func (x *execution) acquireInstance(ctx context.Context) (*DescribeInstanceResponse, int64, error) {
+	began := time.Now()
+	inst, err := x.d.createInstance(ctx, x.image(), x.labels())
+	if err != nil {
+		return nil, 0, err
+	}
+	if err := x.d.waitRunning(ctx, inst); err != nil {
+		// The instance exists: destroy it before reporting.
+		x.res.Metadata = &ResultMetadata{InstanceID: inst.InstanceID(), Region: x.d.cfg.Region, MachineType: x.d.cfg.MachineType, Arch: x.d.cfg.Arch}
+		x.res.Metadata.Destroyed = x.d.destroy(ctx, inst.InstanceID())
+		return nil, 0, err
+	}
+	bootMs := time.Since(began).Milliseconds()
+	x.d.logger.Info("instance ready", "instance", inst.InstanceID(), "bootMs", bootMs)
+	return inst, bootMs, nil
+}
+
+func (x *execution) labels() []Label {
+	return []Label{
+		{Name: labelPrefix + "run-id", Value: x.runID},
+		{Name: labelPrefix + "model-type", Value: sanitizeLabel(x.req.ModelType)},
+		{Name: labelPrefix + "method", Value: sanitizeLabel(x.req.MethodName)},
+	}
+}
+
+// createInstance asks for an instance of the configured shape with one
+// long-lived container for commands to run in.
+func (d *Driver) createInstance(ctx context.Context, image string, labels []Label) (*DescribeInstanceResponse, error) {
+	cfg := d.cfg
+	vcpu, gb := cfg.shape()
+	ctr := ContainerRequest{Name: containerName, Args: []string{"sleep", "infinity"}}
+	if strings.HasPrefix(image, "builtin:") {
+		ctr.KnownImageID = image
+	} else {
+		ctr.ImageRef = image
+	}
+	all := append([]Label{{Name: labelPrefix + "managed-by", Value: "nsdriver"}}, labels...)
+	for _, k := range sortedKeys(cfg.Labels) {
+		all = append(all, Label{Name: k, Value: cfg.Labels[k]})
+	}
+	req := &CreateInstanceRequest{
+		Shape:             &InstanceShape{VirtualCPU: int32(vcpu), MemoryMegabytes: int32(gb * 1024), MachineArch: cfg.Arch, OS: "linux"},
+		DocumentedPurpose: fmt.Sprintf(purposeTemplate, labelValue(all, "model-type"), labelValue(all, "method")),
+		Labels:            all,
+		Deadline:          NewTimestamp(time.Now().Add(time.Duration(cfg.Duration))),
+		Containers:        []ContainerRequest{ctr},
+	}
+	if !*cfg.Bare {
+		req.Features = []string{FeatureKubernetes}
+	}
+	d.logger.Info("creating instance", "machineType", cfg.MachineType, "arch", cfg.Arch, "region", cfg.Region, "image", image)
+	inst, err := d.client.CreateInstance(ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("creating the instance: %w", err)
+	}
+	return inst, nil
+}
+
+func labelValue(labels []Label, suffix string) string {
+	for _, l := range labels {
+		if l.Name == labelPrefix+suffix {
+			return l.Value
+		}
+	}
+	return ""
+}
+
+func (d *Driver) waitRunning(ctx context.Context, inst *DescribeInstanceResponse) error {
+	_, err := d.client.WaitInstance(ctx, &WaitInstanceRequest{InstanceID: inst.InstanceID()}, func(u *WaitInstanceResponse) {
+		if u.Metadata != nil {
+			d.logger.Debug("instance status", "instance", inst.InstanceID(), "status", u.Metadata.Status)
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("waiting for instance %s to boot: %w", inst.InstanceID(), err)
+	}
+	return nil
+}
+
+// destroy destroys an instance on a context detached from the caller's
+// cancellation, retrying transient failures for up to destroyCap. It
+// reports whether the instance is gone.
+func (d *Driver) destroy(ctx context.Context, id string) bool {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), destroyCap)
+	defer cancel()
+	policy := d.client.t.retry
+	for attempt := 0; ; attempt++ {
+		err := d.client.DestroyInstance(ctx, &DestroyInstanceRequest{InstanceID: id, Reason: "nsdriver: execution finished"})
+		if err == nil || errors.Is(err, ErrNotFound) {
+			d.logger.Info("instance destroyed", "instance", id)
+			return true
+		}
+		if !destroyRetryable(err) || ctx.Err() != nil {
+			d.logger.Error("could not destroy the instance; it dies at its deadline, or run `nsdriver cleanup`", "instance", id, "error", err)
+			return false
+		}
+		d.logger.Warn("destroying the instance failed; retrying", "instance", id, "error", err)
+		timer := time.NewTimer(policy.backoff(attempt))
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+		case <-timer.C:
+		}
+	}
+}
+
+func destroyRetryable(err error) bool {
+	var apiErr *APIError
+	if !errors.As(err, &apiErr) {
+		return !errors.Is(err, ErrInsecureEndpoint)
+	}
+	return slices.Contains([]Code{CodeUnavailable, CodeInternal, CodeUnknown, CodeDeadlineExceeded, CodeAborted}, apiErr.Code)
+}
+
+var labelUnsafe = regexp.MustCompile(`[^a-z0-9._-]+`)
+
+// sanitizeLabel lowercases s, replaces runs of other characters with "-"
+// and keeps at most 63 characters.
+func sanitizeLabel(s string) string {
+	s = labelUnsafe.ReplaceAllString(strings.ToLower(s), "-")
+	if len(s) > 63 {
+		s = s[:63]
+	}
+	return s
+}
+
+func randomID() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,335 @@
+package nsdriver
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/swamp-club/nsdriver/nsemu"
+)
+
+// denoPath finds Deno for the tests through NSDRIVER_DENO or PATH.
+func denoPath(t testing.TB) string {
+	t.Helper()
+	if p := os.Getenv("NSDRIVER_DENO"); p != "" {
+		return p
+	}
+	if p, err := exec.LookPath("deno"); err == nil {
+		return p
+	}
+	t.Fatal("Deno not found: run ./scripts/setup-deno and set NSDRIVER_DENO to the path it prints, or put deno on PATH")
+	return ""
+}
+
+// emuPath is the PATH images see in the emulator: the host's, with Deno
+// when it is installed (bundle tests insist on it through denoPath).
+func emuPath() string {
+	if p := os.Getenv("NSDRIVER_DENO"); p != "" {
+		return filepath.Dir(p) + string(os.PathListSeparator) + os.Getenv("PATH")
+	}
+	return os.Getenv("PATH")
+}
+
+type testEnv struct {
+	emu    *nsemu.Server
+	driver *Driver
+	logs   *syncBuffer
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// newTestEnv starts nsemu and a driver on it, and checks at the end that no
+// instance is left alive.
+func newTestEnv(t testing.TB, cfg Config, opts nsemu.Options) *testEnv {
+	t.Helper()
+	if opts.DefaultPath == "" {
+		opts.DefaultPath = emuPath()
+	}
+	emu, err := nsemu.Start(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = emu.Close() })
+	cfg.Endpoint, cfg.Token = emu.URL(), emu.Token()
+	logs := &syncBuffer{}
+	d, err := New(cfg, WithDriverLogger(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))),
+		WithClientOptions(WithRetryPolicy(RetryPolicy{MaxAttempts: 3, InitialBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if live := emu.LiveInstances(); len(live) != 0 {
+			t.Errorf("instances left alive: %v", live)
+		}
+	})
+	return &testEnv{emu: emu, driver: d, logs: logs}
+}
+
+func commandRequest(script string) ExecutionRequest {
+	return ExecutionRequest{ProtocolVersion: 1, ModelType: "@swamp/Shell Cmd", ModelID: "m1", MethodName: "execute",
+		MethodArgs: map[string]any{"run": script}, DefinitionMeta: DefinitionMeta{ID: "d1", Name: "def", Version: 1}}
+}
+
+func TestCommandModeSuccess(t *testing.T) {
+	env := newTestEnv(t, Config{}, nsemu.Options{})
+	res := env.driver.Execute(context.Background(), commandRequest("echo hello; echo warn >&2"), Callbacks{})
+	if res.Status != StatusSuccess || res.Error != "" || res.Err != nil {
+		t.Fatalf("result %+v", res)
+	}
+	if len(res.Outputs) != 1 {
+		t.Fatalf("outputs %+v", res.Outputs)
+	}
+	out := res.Outputs[0]
+	if out.Kind != "pending" || out.Type != OutputResource || out.SpecName != "execute" || out.Name != "execute" || string(out.Content) != "hello\n" {
+		t.Fatalf("output %+v", out)
+	}
+	if out.Metadata["exitCode"] != 0 || out.Metadata["command"] != "echo hello; echo warn >&2" || out.Metadata["stderr"] != "warn\n" {
+		t.Fatalf("metadata %+v", out.Metadata)
+	}
+	if _, ok := out.Metadata["durationMs"].(int64); !ok {
+		t.Fatalf("durationMs %T", out.Metadata["durationMs"])
+	}
+	if strings.Join(res.Logs, "|") != "warn" {
+		t.Fatalf("logs %q", res.Logs)
+	}
+	m := res.Metadata
+	if m == nil || m.InstanceID == "" || !m.Destroyed || m.Region != "us" || m.MachineType != "2x4" || m.Arch != "amd64" || m.UnitMinutes <= 0 {
+		t.Fatalf("metadata %+v", m)
+	}
+	if want := m.UnitMinutes * 0.0015; m.EstimatedCostUSD < want*0.99 || m.EstimatedCostUSD > want*1.01 {
+		t.Fatalf("cost %v for %v unit minutes", m.EstimatedCostUSD, m.UnitMinutes)
+	}
+	info := env.emu.Instances()
+	if len(info) != 1 || info[0].Labels["nsdriver/managed-by"] != "nsdriver" || info[0].Labels["nsdriver/model-type"] != "-swamp-shell-cmd" ||
+		info[0].Labels["nsdriver/method"] != "execute" || len(info[0].Labels["nsdriver/run-id"]) != 16 {
+		t.Fatalf("instance labels %+v", info)
+	}
+	if !strings.Contains(env.logs.String(), "msg=cost") || !strings.Contains(env.logs.String(), "msg=\"instance destroyed\"") {
+		t.Fatalf("driver log lacks the cost or destroy line:\n%s", env.logs)
+	}
+}
+
+func TestSpecNamingKeepsDocumentOrder(t *testing.T) {
+	env := newTestEnv(t, Config{}, nsemu.Options{})
+	req, err := DecodeExecutionRequest(strings.NewReader(`{"protocolVersion":1,"modelType":"m","modelId":"i","methodName":"run",
+		"methodArgs":{"run":"printf out; printf err >&2"},"definitionMeta":{"id":"d","name":"n","version":1,"tags":{}},
+		"resourceSpecs":{"zeta":{"a":1},"alpha":{}},"fileSpecs":{"log":{},"other":{}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := env.driver.Execute(context.Background(), req, Callbacks{})
+	if res.Status != StatusSuccess || len(res.Outputs) != 2 {
+		t.Fatalf("result %+v", res)
+	}
+	if res.Outputs[0].SpecName != "zeta" || res.Outputs[0].Name != "zeta" {
+		t.Fatalf("resource output named %q, want the first key zeta", res.Outputs[0].SpecName)
+	}
+	f := res.Outputs[1]
+	if f.Type != OutputFile || f.SpecName != "log" || string(f.Content) != "[stdout]\nout\n[stderr]\nerr" {
+		t.Fatalf("file output %+v %q", f, f.Content)
+	}
+	// A part is left out when empty.
+	req.MethodArgs["run"] = "printf only-out"
+	res = env.driver.Execute(context.Background(), req, Callbacks{})
+	if string(res.Outputs[1].Content) != "[stdout]\nonly-out" {
+		t.Fatalf("file output %q", res.Outputs[1].Content)
+	}
+}
+
+func TestNonZeroExit(t *testing.T) {
+	env := newTestEnv(t, Config{}, nsemu.Options{})
+	res := env.driver.Execute(context.Background(), commandRequest("echo partial; echo 'it broke' >&2; exit 3"), Callbacks{})
+	var we *WorkloadError
+	if res.Status != StatusFailed || res.Error != "it broke" || !errors.Is(res.Err, ErrWorkloadFailed) || !errors.As(res.Err, &we) ||
+		we.ExitCode != 3 || len(res.Outputs) != 0 || !res.Metadata.Destroyed {
+		t.Fatalf("result %+v", res)
+	}
+	res = env.driver.Execute(context.Background(), commandRequest("exit 7"), Callbacks{})
+	if res.Status != StatusFailed || res.Error != "exited with code 7" {
+		t.Fatalf("result %+v", res)
+	}
+}
+
+func TestStderrLinesInOrderAndStdoutStreams(t *testing.T) {
+	env := newTestEnv(t, Config{}, nsemu.Options{})
+	var lines []string
+	var chunks []string
+	var chunkTimes []time.Time
+	res := env.driver.Execute(context.Background(), commandRequest(
+		`for i in 1 2 3; do echo "line $i" >&2; done; printf 'no newline' >&2; printf a; sleep 0.3; printf b`),
+		Callbacks{OnLog: func(l string) { lines = append(lines, l) }, OnStdout: func(b []byte) {
+			chunks = append(chunks, string(b))
+			chunkTimes = append(chunkTimes, time.Now())
+		}})
+	if res.Status != StatusSuccess {
+		t.Fatalf("result %+v", res)
+	}
+	want := "line 1|line 2|line 3|no newline"
+	if strings.Join(lines, "|") != want || strings.Join(res.Logs, "|") != want {
+		t.Fatalf("OnLog %q logs %q, want %q", lines, res.Logs, want)
+	}
+	if strings.Join(chunks, "") != "ab" || len(chunks) != 2 || chunkTimes[1].Sub(chunkTimes[0]) < 250*time.Millisecond {
+		t.Fatalf("stdout chunks %q: want a and b as they were written", chunks)
+	}
+}
+
+func TestOutputCap(t *testing.T) {
+	env := newTestEnv(t, Config{MaxOutputBytes: 1000}, nsemu.Options{})
+	res := env.driver.Execute(context.Background(), commandRequest("head -c 5000 /dev/zero; sleep 30"), Callbacks{})
+	if res.Status != StatusFailed || !errors.Is(res.Err, ErrOutputTooLarge) || !strings.Contains(res.Error, "1000") || !res.Metadata.Destroyed {
+		t.Fatalf("result %+v", res)
+	}
+}
+
+func TestLargeScriptIsUploaded(t *testing.T) {
+	env := newTestEnv(t, Config{}, nsemu.Options{})
+	var script strings.Builder
+	script.WriteString("total=0\n")
+	for i := 0; script.Len() < 200<<10; i++ {
+		fmt.Fprintf(&script, "total=$((total + %d)) # padding padding padding padding\n", i%7)
+	}
+	script.WriteString(`echo "total=$total"; pwd`)
+	res := env.driver.Execute(context.Background(), commandRequest(script.String()), Callbacks{})
+	if res.Status != StatusSuccess {
+		t.Fatalf("result %+v", res)
+	}
+	if !strings.HasPrefix(string(res.Outputs[0].Content), "total=") || !strings.Contains(string(res.Outputs[0].Content), "nsdriver-") {
+		t.Fatalf("output %q", res.Outputs[0].Content)
+	}
+}
+
+func TestEnvAndTraceHeadersTravelInEnvFields(t *testing.T) {
+	secret := "s3cr3t-'$(touch /tmp/pwned)'"
+	env := newTestEnv(t, Config{Env: map[string]string{"API_KEY": secret}}, nsemu.Options{})
+	req := commandRequest(`printf '%s|%s|%s' "$API_KEY" "$TRACEPARENT" "$TRACESTATE"`)
+	req.TraceHeaders = map[string]string{"traceparent": "00-abc-def-01", "tracestate": "k=v"}
+	res := env.driver.Execute(context.Background(), req, Callbacks{})
+	if res.Status != StatusSuccess || string(res.Outputs[0].Content) != secret+"|00-abc-def-01|k=v" {
+		t.Fatalf("result %+v %q", res, res.Outputs)
+	}
+	if strings.Contains(env.logs.String(), "s3cr3t") {
+		t.Fatal("env value logged")
+	}
+}
+
+func TestTimeoutDestroys(t *testing.T) {
+	env := newTestEnv(t, Config{Timeout: Timeout(300 * time.Millisecond)}, nsemu.Options{})
+	res := env.driver.Execute(context.Background(), commandRequest("sleep 30"), Callbacks{})
+	if res.Status != StatusFailed || !errors.Is(res.Err, ErrTimeout) || !strings.Contains(res.Error, "timed out after 300 ms") || !res.Metadata.Destroyed {
+		t.Fatalf("result %+v", res)
+	}
+}
+
+func TestCallerCancelDestroys(t *testing.T) {
+	env := newTestEnv(t, Config{}, nsemu.Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(300*time.Millisecond, cancel)
+	res := env.driver.Execute(ctx, commandRequest("sleep 30"), Callbacks{})
+	if res.Status != StatusFailed || !errors.Is(res.Err, context.Canceled) || !strings.Contains(res.Error, "canceled") || !res.Metadata.Destroyed {
+		t.Fatalf("result %+v", res)
+	}
+}
+
+func TestBootFailureDestroys(t *testing.T) {
+	env := newTestEnv(t, Config{}, nsemu.Options{Faults: []nsemu.Fault{{Method: "Boot"}}})
+	res := env.driver.Execute(context.Background(), commandRequest("true"), Callbacks{})
+	if res.Status != StatusFailed || !errors.Is(res.Err, ErrInternal) || res.Metadata == nil || !res.Metadata.Destroyed {
+		t.Fatalf("result %+v", res)
+	}
+}
+
+func TestFailingDestroyIsRetried(t *testing.T) {
+	env := newTestEnv(t, Config{}, nsemu.Options{Faults: []nsemu.Fault{{Method: "DestroyInstance", Count: 4, Code: connect.CodeUnavailable}}})
+	res := env.driver.Execute(context.Background(), commandRequest("echo ok"), Callbacks{})
+	if res.Status != StatusSuccess || !res.Metadata.Destroyed || env.emu.Count("DestroyInstance") != 5 {
+		t.Fatalf("result %+v after %d destroy calls", res, env.emu.Count("DestroyInstance"))
+	}
+}
+
+func TestRequestWithoutModeCreatesNothing(t *testing.T) {
+	env := newTestEnv(t, Config{}, nsemu.Options{})
+	for _, req := range []ExecutionRequest{{MethodName: "x"}, {MethodArgs: map[string]any{"run": "   "}}, {MethodArgs: map[string]any{"run": 5}}} {
+		res := env.driver.Execute(context.Background(), req, Callbacks{})
+		if res.Status != StatusFailed || !errors.Is(res.Err, ErrInvalidRequest) || res.Metadata != nil ||
+			!strings.Contains(res.Error, "needs either a bundle or a methodArgs.run string") {
+			t.Fatalf("result %+v", res)
+		}
+	}
+	if n := env.emu.Count("CreateInstance"); n != 0 {
+		t.Fatalf("%d instances created", n)
+	}
+}
+
+func TestConcurrentExecutionsRespectMaxConcurrent(t *testing.T) {
+	env := newTestEnv(t, Config{MaxConcurrent: 2}, nsemu.Options{MaxInstances: 2})
+	var wg sync.WaitGroup
+	results := make([]ExecutionResult, 6)
+	for i := range results {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = env.driver.Execute(context.Background(), commandRequest(fmt.Sprintf("sleep 0.1; echo %d", i)), Callbacks{})
+		}()
+	}
+	wg.Wait()
+	for i, r := range results {
+		if r.Status != StatusSuccess || string(r.Outputs[0].Content) != fmt.Sprintf("%d\n", i) {
+			t.Fatalf("execution %d: %+v", i, r)
+		}
+	}
+}
+
+func TestResultJSONShape(t *testing.T) {
+	env := newTestEnv(t, Config{}, nsemu.Options{})
+	res := env.driver.Execute(context.Background(), commandRequest("printf hi"), Callbacks{})
+	b, err := json.Marshal(res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	_ = json.Unmarshal(b, &doc)
+	if doc["status"] != "success" || doc["outputs"].([]any)[0].(map[string]any)["content"] != "aGk=" || doc["logs"] == nil {
+		t.Fatalf("json %s", b)
+	}
+	if _, ok := doc["error"]; ok {
+		t.Fatalf("error present on success: %s", b)
+	}
+	meta := doc["metadata"].(map[string]any)
+	for _, k := range []string{"instanceId", "region", "machineType", "arch", "bootMs", "unitMinutes", "estimatedCostUsd", "destroyed"} {
+		if _, ok := meta[k]; !ok {
+			t.Fatalf("metadata lacks %s: %s", k, b)
+		}
+	}
+	bad := env.driver.Execute(context.Background(), ExecutionRequest{}, Callbacks{})
+	b, _ = json.Marshal(bad)
+	if !strings.Contains(string(b), `"outputs":[]`) || !strings.Contains(string(b), `"logs":[]`) || strings.Contains(string(b), "metadata") {
+		t.Fatalf("rejected request json %s", b)
+	}
+}

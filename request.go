@@ -1,0 +1,201 @@
+package nsdriver
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// ExecutionRequest is swamp's request to run one model method, as in
+// swamp-driver-contract.md. In JSON, Bundle travels as standard base64.
+type ExecutionRequest struct {
+	ProtocolVersion int               `json:"protocolVersion"`
+	ModelType       string            `json:"modelType"`
+	ModelID         string            `json:"modelId"`
+	MethodName      string            `json:"methodName"`
+	GlobalArgs      map[string]any    `json:"globalArgs"`
+	MethodArgs      map[string]any    `json:"methodArgs"`
+	DefinitionMeta  DefinitionMeta    `json:"definitionMeta"`
+	ResourceSpecs   Specs             `json:"resourceSpecs,omitempty"`
+	FileSpecs       Specs             `json:"fileSpecs,omitempty"`
+	Bundle          []byte            `json:"bundle,omitempty"`
+	TraceHeaders    map[string]string `json:"traceHeaders,omitempty"`
+}
+
+// DefinitionMeta describes the model definition.
+type DefinitionMeta struct {
+	ID      string            `json:"id"`
+	Name    string            `json:"name"`
+	Version float64           `json:"version"`
+	Tags    map[string]string `json:"tags"`
+}
+
+// Spec is one named output spec.
+type Spec struct {
+	Name string
+	Spec json.RawMessage
+}
+
+// Specs is an object of output specs that keeps its JSON document order:
+// command mode names its output after the first key.
+type Specs []Spec
+
+// MarshalJSON writes the specs as an object, in order.
+func (s Specs) MarshalJSON() ([]byte, error) {
+	var b bytes.Buffer
+	b.WriteByte('{')
+	for i, spec := range s {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		name, _ := json.Marshal(spec.Name)
+		b.Write(name)
+		b.WriteByte(':')
+		if len(spec.Spec) == 0 {
+			b.WriteString("{}")
+		} else {
+			b.Write(spec.Spec)
+		}
+	}
+	b.WriteByte('}')
+	return b.Bytes(), nil
+}
+
+// UnmarshalJSON reads an object and keeps its key order.
+func (s *Specs) UnmarshalJSON(data []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	tok, err := dec.Token()
+	if err != nil {
+		return err
+	}
+	if tok == nil {
+		*s = nil
+		return nil
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return errors.New("specs: want a JSON object")
+	}
+	out := Specs{}
+	for dec.More() {
+		key, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return err
+		}
+		out = append(out, Spec{Name: key.(string), Spec: raw})
+	}
+	*s = out
+	return nil
+}
+
+// FirstName is the first spec's name, or "".
+func (s Specs) FirstName() string {
+	if len(s) == 0 {
+		return ""
+	}
+	return s[0].Name
+}
+
+// DecodeExecutionRequest reads one ExecutionRequest as JSON. Numbers in the
+// arguments keep their exact text, so they reach the model unchanged.
+func DecodeExecutionRequest(r io.Reader) (ExecutionRequest, error) {
+	var req ExecutionRequest
+	dec := json.NewDecoder(r)
+	dec.UseNumber()
+	if err := dec.Decode(&req); err != nil {
+		return req, fmt.Errorf("reading the ExecutionRequest JSON: %w", err)
+	}
+	if dec.More() {
+		return req, errors.New("reading the ExecutionRequest JSON: more than one JSON document")
+	}
+	return req, nil
+}
+
+// ExecutionResult is what Execute returns; its JSON is defined in
+// interfaces.md.
+type ExecutionResult struct {
+	Status     string          `json:"status"`
+	Error      string          `json:"error,omitempty"`
+	Outputs    []DriverOutput  `json:"outputs"`
+	Logs       []string        `json:"logs"`
+	DurationMs int64           `json:"durationMs"`
+	Metadata   *ResultMetadata `json:"metadata,omitempty"`
+	// Err is the typed cause of an error result, for errors.Is/As
+	// (ErrTimeout, ErrWorkloadFailed, *APIError, ErrInvalidRequest, …).
+	Err error `json:"-"`
+}
+
+// Result statuses.
+const (
+	StatusSuccess = "success"
+	StatusFailed  = "error"
+)
+
+// ResultMetadata says what the execution ran on and what it cost.
+type ResultMetadata struct {
+	InstanceID       string  `json:"instanceId"`
+	Region           string  `json:"region"`
+	MachineType      string  `json:"machineType"`
+	Arch             string  `json:"arch"`
+	BootMs           int64   `json:"bootMs"`
+	UnitMinutes      float64 `json:"unitMinutes"`
+	EstimatedCostUSD float64 `json:"estimatedCostUsd"`
+	Destroyed        bool    `json:"destroyed"`
+}
+
+// DriverOutput is one output for the host to persist. Out-of-process
+// drivers always produce kind "pending". Content is base64 in JSON.
+type DriverOutput struct {
+	Kind     string            `json:"kind"`
+	SpecName string            `json:"specName"`
+	Name     string            `json:"name"`
+	Type     string            `json:"type"`
+	Content  []byte            `json:"content"`
+	Tags     map[string]string `json:"tags,omitempty"`
+	Metadata map[string]any    `json:"metadata,omitempty"`
+}
+
+// Output types.
+const (
+	OutputResource = "resource"
+	OutputFile     = "file"
+)
+
+// Callbacks receive the workload's output as it arrives. Both may be nil.
+// They are called from Execute's goroutine, one at a time.
+type Callbacks struct {
+	// OnLog gets each stderr line (without its newline).
+	OnLog func(line string)
+	// OnStdout gets each chunk of stdout.
+	OnStdout func(chunk []byte)
+}
+
+// Errors an ExecutionResult's Err can match.
+var (
+	// ErrInvalidRequest: the request was rejected before a VM was created.
+	ErrInvalidRequest = errors.New("invalid ExecutionRequest")
+	// ErrTimeout: the execution hit the timeout setting.
+	ErrTimeout = errors.New("execution timed out")
+	// ErrWorkloadFailed: the command or model exited non-zero.
+	ErrWorkloadFailed = errors.New("workload failed")
+	// ErrOutputTooLarge: stdout passed maxOutputBytes.
+	ErrOutputTooLarge = errors.New("output exceeds maxOutputBytes")
+)
+
+// WorkloadError is a workload that ran and failed: its message is the
+// workload's own (stderr, or the runner's explanation). It matches
+// ErrWorkloadFailed.
+type WorkloadError struct {
+	ExitCode int
+	Message  string
+}
+
+func (e *WorkloadError) Error() string { return e.Message }
+
+// Is matches ErrWorkloadFailed.
+func (e *WorkloadError) Is(target error) bool { return target == ErrWorkloadFailed }

@@ -1,0 +1,170 @@
+// nsdriver's bundle runner: runs one method of a swamp model bundle under
+// Deno and reports what it wrote. Contract: swamp-driver-contract.md,
+// "Bundle mode". Exit codes: 1 unknown method, 2 the method threw,
+// 3 the bundle could not be loaded.
+//
+// The result document goes to stdout between two lines carrying a per-run
+// marker that only this runner knows (it arrives in NSDRIVER_RESULT_MARKER
+// and is removed from the environment before the model loads). Every
+// console.* call goes to stderr, so model output cannot corrupt the result.
+
+const encoder = new TextEncoder();
+const marker = Deno.env.get("NSDRIVER_RESULT_MARKER") ?? "";
+Deno.env.delete("NSDRIVER_RESULT_MARKER");
+
+const writeErr = (text) => {
+  const bytes = encoder.encode(text);
+  for (let off = 0; off < bytes.length;) off += Deno.stderr.writeSync(bytes.subarray(off));
+};
+const writeOut = (text) => {
+  const bytes = encoder.encode(text);
+  for (let off = 0; off < bytes.length;) off += Deno.stdout.writeSync(bytes.subarray(off));
+};
+const fail = (code, message) => {
+  writeErr(`nsdriver: ${message}\n`);
+  Deno.exit(code);
+};
+
+// Deno's console.error formats like console.log but writes to stderr; the
+// methods that print through log/info (count, timeLog, group…) follow.
+const toStderr = console.error.bind(console);
+for (const name of ["log", "info", "debug", "dir", "dirxml", "table", "trace"]) {
+  console[name] = (...args) => toStderr(...args);
+}
+
+const format = (args) =>
+  args.map((a) => (typeof a === "string" ? a : Deno.inspect(a, { depth: 6 }))).join(" ");
+const logger = Object.fromEntries(
+  ["debug", "info", "warn", "error"].map((level) => [
+    level,
+    (...args) => writeErr(`[${level.toUpperCase()}] ${format(args)}\n`),
+  ]),
+);
+
+const here = new URL(".", import.meta.url);
+let request;
+try {
+  request = JSON.parse(await Deno.readTextFile(new URL("request.json", here)));
+} catch (e) {
+  fail(3, `request.json could not be read: ${e?.message ?? e}`);
+}
+
+let model;
+try {
+  const mod = await import(new URL("bundle.js", here).href);
+  model = mod.model ?? mod.default?.model;
+} catch (e) {
+  fail(3, `the bundle could not be loaded as a JavaScript module: ${e?.stack ?? e}`);
+}
+const method = model?.methods?.[request.methodName];
+if (typeof method?.execute !== "function") {
+  const known = Object.keys(model?.methods ?? {}).join(", ") || "none";
+  fail(1, `unknown method "${request.methodName}" (the bundle's model has: ${known})`);
+}
+
+const resources = [];
+const files = [];
+const handle = (kind, specName, name, size) => ({
+  dataId: crypto.randomUUID(),
+  name,
+  specName,
+  kind,
+  version: 1,
+  size,
+  tags: {},
+  metadata: {},
+});
+
+const toBytes = (data) => {
+  if (typeof data === "string") return encoder.encode(data);
+  if (data instanceof Uint8Array) return data;
+  if (data instanceof ArrayBuffer) return new Uint8Array(data);
+  if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  throw new TypeError("writeAll takes a string, a Uint8Array or an ArrayBuffer");
+};
+
+function createFileWriter(specName, name) {
+  const chunks = [];
+  let size = 0;
+  let lines = 0;
+  let recorded = false;
+  const record = () => {
+    if (!recorded) files.push({ specName, name, chunks });
+    recorded = true;
+  };
+  const append = (bytes) => {
+    record();
+    chunks.push(bytes);
+    size += bytes.length;
+  };
+  const done = () => handle("file", specName, name, size);
+  return {
+    writeAll(data) {
+      append(toBytes(data));
+      return done();
+    },
+    writeText(text) {
+      append(encoder.encode(String(text)));
+      return done();
+    },
+    writeLine(line) {
+      append(encoder.encode((lines++ > 0 ? "\n" : "") + String(line)));
+    },
+    finalize() {
+      record();
+      return done();
+    },
+    async writeStream(stream) {
+      for await (const chunk of stream) append(toBytes(chunk));
+      return done();
+    },
+    getFilePath() {
+      throw new Error(
+        "getFilePath is not supported when running on Namespace; use writeAll, writeText, writeLine or writeStream",
+      );
+    },
+  };
+}
+
+const context = {
+  repoDir: Deno.cwd(),
+  modelType: request.modelType,
+  modelId: request.modelId,
+  globalArgs: request.globalArgs,
+  methodName: request.methodName,
+  definition: request.definitionMeta,
+  logger,
+  writeResource(specName, name, data) {
+    const json = JSON.stringify(data ?? {});
+    resources.push({ specName, name, data });
+    return handle("resource", specName, name, encoder.encode(json).length);
+  },
+  readResource() {
+    logger.warn("readResource is not available when running on Namespace; returning null");
+    return null;
+  },
+  createFileWriter,
+};
+
+try {
+  await method.execute(request.methodArgs ?? {}, context);
+} catch (e) {
+  fail(2, `method "${request.methodName}" failed: ${e?.stack ?? e}`);
+}
+
+const base64 = (chunks) => {
+  let binary = "";
+  for (const chunk of chunks) {
+    for (let i = 0; i < chunk.length; i += 0x8000) {
+      binary += String.fromCharCode(...chunk.subarray(i, i + 0x8000));
+    }
+  }
+  return btoa(binary);
+};
+
+const doc = JSON.stringify({
+  resources,
+  files: files.map((f) => ({ specName: f.specName, name: f.name, content: base64(f.chunks) })),
+});
+// The leading newline ends any partial line the model left on stdout.
+writeOut(`\n${marker}-BEGIN\n${doc}\n${marker}-END\n`);

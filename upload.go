@@ -1,0 +1,130 @@
+package nsdriver
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"encoding/base64"
+	"fmt"
+	"time"
+)
+
+// Upload rides in argv (design.md decision 5): a gzipped tar, base64-split
+// across arguments of `sh -c SCRIPT sh PART…`, decoded by the instance's own
+// base64 and tar. The limits leave margin under Linux's 128 KiB per argument
+// and 2 MiB for all arguments plus the environment.
+const (
+	maxArgBytes  = 120 << 10
+	maxExecBytes = 1536 << 10
+	// execOverhead is what each argument or env entry costs beyond its bytes
+	// (its NUL and its pointer).
+	execOverhead = 9
+)
+
+// file is one file to place in the run directory.
+type file struct {
+	name string
+	data []byte
+	mode int64
+}
+
+// packFiles builds a gzipped tar with zeroed timestamps and owners, so the
+// same files always give the same bytes.
+func packFiles(files []file) ([]byte, error) {
+	var buf bytes.Buffer
+	gz, err := gzip.NewWriterLevel(&buf, gzip.BestCompression)
+	if err != nil {
+		return nil, err
+	}
+	tw := tar.NewWriter(gz)
+	for _, f := range files {
+		hdr := &tar.Header{Name: f.name, Mode: f.mode, Size: int64(len(f.data)), ModTime: time.Unix(0, 0), Format: tar.FormatPAX}
+		if hdr.Mode == 0 {
+			hdr.Mode = 0o644
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
+			return nil, fmt.Errorf("packing %s: %w", f.name, err)
+		}
+		if _, err := tw.Write(f.data); err != nil {
+			return nil, fmt.Errorf("packing %s: %w", f.name, err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	if err := gz.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// uploadPlan is the argv of each call an upload takes: zero or more spill
+// calls, then the final call that unpacks and runs.
+type uploadPlan struct {
+	spills [][]string
+	final  []string
+	// wireBytes is the base64 payload size, for progress and benchmarks.
+	wireBytes int
+}
+
+// runDirExpr is the shell expression of an execution's private directory.
+func runDirExpr(runID string) string { return `"${TMPDIR:-/tmp}/nsdriver-` + runID + `"` }
+
+// planUpload spreads archive over argv. then is shell text run in the
+// unpacked directory ($d) after unpacking; env is the command environment
+// (it shares the exec budget). The run directory is removed when the final
+// call ends.
+func planUpload(runID string, archive []byte, then string, env []EnvironmentVariable) (uploadPlan, error) {
+	encoded := base64.StdEncoding.EncodeToString(archive)
+	dir := runDirExpr(runID)
+	finalScript := `set -e; d=` + dir + `; mkdir -p "$d"; trap 'rm -rf "$d"' EXIT; ` +
+		`{ cat "$d/upload.b64" 2>/dev/null || true; printf %s "$@"; } | base64 -d | tar -xzf - -C "$d"; rm -f "$d/upload.b64"; cd "$d"; set +e; ` +
+		then
+	spillScript := `set -e; d=` + dir + `; mkdir -p "$d"; printf %s "$@" >> "$d/upload.b64"`
+
+	envCost := 0
+	for _, e := range env {
+		envCost += len(e.Name) + 1 + len(e.Value) + execOverhead
+	}
+	fixed := func(script string) int {
+		return len("sh") + len("-c") + len(script) + len("sh") + 4*execOverhead + envCost
+	}
+	if len(finalScript) > maxArgBytes {
+		return uploadPlan{}, fmt.Errorf("the run script is %d bytes, over the %d-byte argument limit", len(finalScript), maxArgBytes)
+	}
+	finalRoom := maxExecBytes - fixed(finalScript)
+	spillRoom := maxExecBytes - fixed(spillScript)
+	if finalRoom < maxArgBytes || spillRoom < maxArgBytes {
+		return uploadPlan{}, fmt.Errorf("the environment takes %d bytes, leaving no room for the upload; shrink env", envCost)
+	}
+	// What does not fit into the final call spills into earlier ones.
+	finalShare := min(len(encoded), partsCapacity(finalRoom))
+	spilled, last := encoded[:len(encoded)-finalShare], encoded[len(encoded)-finalShare:]
+	plan := uploadPlan{wireBytes: len(encoded)}
+	for len(spilled) > 0 {
+		n := min(len(spilled), partsCapacity(spillRoom))
+		plan.spills = append(plan.spills, append([]string{"sh", "-c", spillScript, "sh"}, splitArgs(spilled[:n])...))
+		spilled = spilled[n:]
+	}
+	plan.final = append([]string{"sh", "-c", finalScript, "sh"}, splitArgs(last)...)
+	return plan, nil
+}
+
+// partsCapacity is how many payload bytes fit in room when split into
+// arguments of at most maxArgBytes.
+func partsCapacity(room int) int {
+	per := maxArgBytes + execOverhead
+	full := room / per
+	rest := max(room%per-execOverhead, 0)
+	return full*maxArgBytes + rest
+}
+
+func splitArgs(s string) []string {
+	var parts []string
+	for len(s) > 0 {
+		n := min(len(s), maxArgBytes)
+		parts = append(parts, s[:n])
+		s = s[n:]
+	}
+	return parts
+}
