@@ -10,6 +10,7 @@ import (
 	"math"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -217,7 +218,8 @@ func (x *execution) run(ctx context.Context) (err error) {
 		m.Destroyed = destroyed
 		m.UnitMinutes = math.Round(unit*1e6) / 1e6
 		m.EstimatedCostUSD = math.Round(unit*costPerUnitMin*1e9) / 1e9
-		x.d.logger.Info("cost", "instance", m.InstanceID, "unitMinutes", m.UnitMinutes, "estimatedCostUsd", m.EstimatedCostUSD, "seconds", math.Round(elapsed.Seconds()*1000)/1000)
+		x.d.logger.Info("cost", "instance", m.InstanceID, "unitMinutes", m.UnitMinutes,
+			"estimatedCostUsd", strconv.FormatFloat(m.EstimatedCostUSD, 'f', -1, 64), "seconds", math.Round(elapsed.Seconds()*1000)/1000)
 	}()
 	switch x.mode {
 	case modeBundle:

@@ -1,0 +1,78 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/swamp-club/nsdriver"
+)
+
+// cmdCleanup destroys instances labelled nsdriver/managed-by=nsdriver that
+// are older than --older-than: leftovers of killed processes.
+func cmdCleanup(ctx context.Context, args []string, stdout, stderr io.Writer) (int, error) {
+	c := newCommon("cleanup")
+	olderThan := c.fs.Duration("older-than", 30*time.Minute, "only instances created longer ago than this")
+	includePool := c.fs.Bool("include-pool", false, "also destroy warm-pool instances")
+	dryRun := c.fs.Bool("dry-run", false, "list what would be destroyed; destroy nothing")
+	if err := c.parse(args); err != nil {
+		return 0, err
+	}
+	cfg, err := c.config()
+	if err != nil {
+		return 0, err
+	}
+	tgt, err := c.connect(&cfg, false, stderr, "cleanup")
+	if err != nil {
+		return 0, err
+	}
+	defer tgt.close()
+	tok, err := nsdriver.ResolveToken(cfg.Token, cfg.TokenFile)
+	if err != nil {
+		return 0, err
+	}
+	client, err := nsdriver.NewClient(nsdriver.WithToken(tok.Token), nsdriver.WithEndpoint(nsdriver.ResolveEndpoint(cfg.Endpoint, cfg.Region)))
+	if err != nil {
+		return 0, err
+	}
+	instances, err := client.ListAllInstances(ctx, &nsdriver.ListInstancesRequest{
+		LabelFilter: []nsdriver.LabelFilterEntry{{Name: "nsdriver/managed-by", Value: "nsdriver", Op: nsdriver.LabelFilterEqual}},
+	})
+	if err != nil {
+		return 0, fmt.Errorf("listing instances: %w", err)
+	}
+	now := time.Now()
+	var found, destroyed, failed int
+	for _, m := range instances {
+		age := now.Sub(m.CreatedAt.Time)
+		isPool := m.LabelValue("nsdriver/pool") != ""
+		if m.Status.Gone() || age < *olderThan || (isPool && !*includePool) {
+			continue
+		}
+		found++
+		what := fmt.Sprintf("%s (created %s ago, %s %s%s)", m.InstanceID, age.Round(time.Second),
+			m.LabelValue("nsdriver/model-type"), m.LabelValue("nsdriver/method"), map[bool]string{true: ", pool"}[isPool])
+		if *dryRun {
+			fmt.Fprintf(stdout, "would destroy %s\n", what)
+			continue
+		}
+		if err := client.DestroyInstance(ctx, &nsdriver.DestroyInstanceRequest{InstanceID: m.InstanceID, Reason: "nsdriver cleanup"}); err != nil {
+			failed++
+			fmt.Fprintf(stderr, "nsdriver: could not destroy %s: %s\n", m.InstanceID, nsdriver.UserMessage(err))
+			continue
+		}
+		destroyed++
+		fmt.Fprintf(stdout, "destroyed %s\n", what)
+	}
+	if *dryRun {
+		fmt.Fprintf(stdout, "%d instance(s) older than %s would be destroyed\n", found, *olderThan)
+		return exitOK, nil
+	}
+	fmt.Fprintf(stdout, "destroyed %d of %d instance(s) older than %s\n", destroyed, found, *olderThan)
+	if failed > 0 {
+		return exitDriver, nil
+	}
+	return exitOK, nil
+}
+

@@ -1,0 +1,274 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/swamp-club/nsdriver"
+	"github.com/swamp-club/nsdriver/nsemu"
+)
+
+var binary string
+
+// TestMain builds the CLI once; every test runs it as a subprocess with no
+// token in its environment.
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "nsdriver-cli-")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "nsdriver")
+	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
+		panic(string(out))
+	}
+	for _, name := range []string{"NAMESPACE_TOKEN", "NSC_TOKEN", "NSC_TOKEN_FILE", "NSC_ENDPOINT"} {
+		os.Unsetenv(name)
+	}
+	os.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "xdg"))
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+func nsd(t *testing.T, stdin string, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary, args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return result{stdout.String(), stderr.String(), code}
+}
+
+func TestRunFallsBackToEmulatorAndStreams(t *testing.T) {
+	r := nsd(t, "", "run", "--", "echo hello; echo to-stderr >&2")
+	if r.code != 0 || r.stdout != "hello\n" || !strings.Contains(r.stderr, "to-stderr") {
+		t.Fatalf("%+v", r)
+	}
+	if n := strings.Count(r.stderr, "runs on this machine, not in a VM"); n != 1 {
+		t.Fatalf("fallback notice appears %d times:\n%s", n, r.stderr)
+	}
+	for _, want := range []string{"creating a 2x4 amd64 VM in region us", "ready after", "destroyed", "estimated cost $"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("progress lacks %q:\n%s", want, r.stderr)
+		}
+	}
+	q := nsd(t, "", "run", "--quiet", "--", "echo quiet")
+	if q.stdout != "quiet\n" || strings.Contains(q.stderr, "creating") {
+		t.Fatalf("--quiet: %+v", q)
+	}
+}
+
+func TestRunExitCodes(t *testing.T) {
+	if r := nsd(t, "", "run", "--quiet", "--", "exit 7"); r.code != 7 {
+		t.Errorf("remote exit 7: got %d %s", r.code, r.stderr)
+	}
+	if r := nsd(t, "", "run", "--quiet", "--timeout", "300ms", "--", "sleep 10"); r.code != 124 || !strings.Contains(r.stderr, "timed out after 300 ms") {
+		t.Errorf("timeout: %+v", r)
+	}
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	closed := "http://" + ln.Addr().String()
+	ln.Close()
+	if r := nsd(t, "", "run", "--quiet", "--endpoint", closed, "--token", "x", "--", "true"); r.code != 125 {
+		t.Errorf("API unreachable: %+v", r)
+	}
+	for _, args := range [][]string{{"run"}, {"run", "--no-such-flag", "--", "true"}, {"run", "--machine-type", "3x3", "--", "true"}, {"frobnicate"}} {
+		if r := nsd(t, "", args...); r.code != 2 || r.stderr == "" {
+			t.Errorf("%v: %+v", args, r)
+		}
+	}
+	r := nsd(t, "", "run", "--machine-type", "3x3", "--region", "mars", "--", "true")
+	if !strings.Contains(r.stderr, "machineType") || !strings.Contains(r.stderr, "region") {
+		t.Errorf("not every problem reported: %s", r.stderr)
+	}
+}
+
+func TestRunArgumentQuoting(t *testing.T) {
+	r := nsd(t, "", "run", "--quiet", "--", "printf", "%s|", "a b", "it's", "$HOME", "*")
+	if r.code != 0 || r.stdout != "a b|it's|$HOME|*|" {
+		t.Fatalf("%+v", r)
+	}
+}
+
+func TestRunJSONLogs(t *testing.T) {
+	r := nsd(t, "", "run", "--json-logs", "--", "echo workload-line >&2")
+	sources := map[string]bool{}
+	for _, line := range strings.Split(strings.TrimSpace(r.stderr), "\n") {
+		if strings.HasPrefix(line, "nsdriver: no Namespace token") {
+			continue
+		}
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("stderr line is not JSON: %q", line)
+		}
+		sources[rec["source"].(string)] = true
+		if rec["source"] == "workload" && rec["msg"] != "workload-line" {
+			t.Fatalf("workload record %v", rec)
+		}
+	}
+	if !sources["driver"] || !sources["workload"] {
+		t.Fatalf("sources %v", sources)
+	}
+}
+
+func TestExec(t *testing.T) {
+	r := nsd(t, `{"protocolVersion":1,"methodName":"m","methodArgs":{"run":"printf hi; echo log >&2"},"resourceSpecs":{"b":{},"a":{}}}`,
+		"exec", "--emulator")
+	var res nsdriver.ExecutionResult
+	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || r.code != 0 {
+		t.Fatalf("%+v %v", r, err)
+	}
+	if res.Status != "success" || string(res.Outputs[0].Content) != "hi" || res.Outputs[0].SpecName != "b" || r.stderr != "log\n" {
+		t.Fatalf("%+v stderr %q", res, r.stderr)
+	}
+	r = nsd(t, `{"methodName":"m","methodArgs":{"run":"exit 3"}}`, "exec", "--emulator", "--progress")
+	if r.code != 1 || !strings.Contains(r.stdout, `"status":"error"`) || !strings.Contains(r.stderr, "destroyed") {
+		t.Fatalf("error result: %+v", r)
+	}
+	for _, input := range []string{"not json", "", `{"methodName":1}`} {
+		r = nsd(t, input, "exec", "--emulator")
+		if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || r.code != 2 || res.Status != "error" || r.stderr == "" {
+			t.Fatalf("unreadable %q: %+v", input, r)
+		}
+	}
+	r = nsd(t, `{"methodName":"m","methodArgs":{"run":"true"}}`, "exec")
+	if r.code != 2 || !strings.Contains(r.stderr, "needs a Namespace token") || !strings.Contains(r.stdout, `"status":"error"`) {
+		t.Fatalf("no token: %+v", r)
+	}
+}
+
+func TestExecBundle(t *testing.T) {
+	deno := os.Getenv("NSDRIVER_DENO")
+	if deno == "" {
+		t.Fatal("NSDRIVER_DENO is not set: run ./scripts/setup-deno and export NSDRIVER_DENO=<the path it prints>")
+	}
+	bundle := `export const model = { methods: { hello: { execute(args, ctx) { console.log("noise"); ctx.writeResource("r", "greeting", { hi: args.name }); } } } };`
+	req, _ := json.Marshal(map[string]any{"methodName": "hello", "methodArgs": map[string]any{"name": "swamp"}, "bundle": []byte(bundle)})
+	r := nsd(t, string(req), "exec", "--emulator")
+	var res nsdriver.ExecutionResult
+	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || r.code != 0 || string(res.Outputs[0].Content) != `{"hi":"swamp"}` || !strings.Contains(r.stderr, "noise") {
+		t.Fatalf("%+v %v", r, err)
+	}
+}
+
+func TestSchemaAndVersion(t *testing.T) {
+	r := nsd(t, "", "schema")
+	want, _ := os.ReadFile("../../schema/driver-config.schema.json")
+	if r.code != 0 || r.stdout != string(want) {
+		t.Fatalf("schema differs from the committed file")
+	}
+	if r := nsd(t, "", "version"); r.code != 0 || !strings.HasPrefix(r.stdout, "nsdriver ") {
+		t.Fatalf("%+v", r)
+	}
+}
+
+func TestEmulatorCommand(t *testing.T) {
+	cmd := exec.Command(binary, "emulator", "--token", "tok123", "--boot", "10ms")
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	sc := bufio.NewScanner(stdout)
+	var lines []string
+	for len(lines) < 2 && sc.Scan() {
+		lines = append(lines, sc.Text())
+	}
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], "NSC_ENDPOINT=http://127.0.0.1:") || lines[1] != "NAMESPACE_TOKEN=tok123" {
+		t.Fatalf("lines %q", lines)
+	}
+	endpoint := strings.TrimPrefix(lines[0], "NSC_ENDPOINT=")
+	r := nsd(t, "", "run", "--quiet", "--endpoint", endpoint, "--token", "tok123", "--", "echo via-emulator")
+	if r.code != 0 || r.stdout != "via-emulator\n" || strings.Contains(r.stderr, "not in a VM") {
+		t.Fatalf("%+v", r)
+	}
+	_ = cmd.Process.Signal(syscall.SIGINT)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("emulator did not stop cleanly on SIGINT: %v", err)
+	}
+}
+
+func TestCleanup(t *testing.T) {
+	emu, err := nsemu.Start(nsemu.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer emu.Close()
+	client, err := nsdriver.NewClient(nsdriver.WithEndpoint(emu.URL()), nsdriver.WithToken(emu.Token()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	create := func(labels ...nsdriver.Label) string {
+		inst, err := client.CreateInstance(context.Background(), &nsdriver.CreateInstanceRequest{
+			Shape:  &nsdriver.InstanceShape{VirtualCPU: 2, MemoryMegabytes: 4096, MachineArch: "amd64"},
+			Labels: labels, Containers: []nsdriver.ContainerRequest{{Name: "c", KnownImageID: "builtin:base"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return inst.InstanceID()
+	}
+	managed := nsdriver.Label{Name: "nsdriver/managed-by", Value: "nsdriver"}
+	leftover := create(managed, nsdriver.Label{Name: "nsdriver/method", Value: "execute"})
+	pooled := create(managed, nsdriver.Label{Name: "nsdriver/pool", Value: "abc"})
+	foreign := create(nsdriver.Label{Name: "owner", Value: "someone-else"})
+	flags := []string{"--endpoint", emu.URL(), "--token", emu.Token()}
+
+	r := nsd(t, "", append([]string{"cleanup", "--older-than", "1h"}, flags...)...)
+	if r.code != 0 || !strings.Contains(r.stdout, "destroyed 0 of 0") {
+		t.Fatalf("age filter: %+v", r)
+	}
+	r = nsd(t, "", append([]string{"cleanup", "--older-than", "0s", "--dry-run"}, flags...)...)
+	if r.code != 0 || !strings.Contains(r.stdout, "would destroy "+leftover) || strings.Contains(r.stdout, pooled) || len(emu.LiveInstances()) != 3 {
+		t.Fatalf("dry run: %+v", r)
+	}
+	r = nsd(t, "", append([]string{"cleanup", "--older-than", "0s"}, flags...)...)
+	if r.code != 0 || !strings.Contains(r.stdout, "destroyed "+leftover) {
+		t.Fatalf("cleanup: %+v", r)
+	}
+	r = nsd(t, "", append([]string{"cleanup", "--older-than", "0s", "--include-pool"}, flags...)...)
+	if r.code != 0 || !strings.Contains(r.stdout, "destroyed "+pooled) {
+		t.Fatalf("include pool: %+v", r)
+	}
+	if live := emu.LiveInstances(); len(live) != 1 || live[0] != foreign {
+		t.Fatalf("live %v, want only the foreign instance %s", live, foreign)
+	}
+	if r := nsd(t, "", "cleanup"); r.code != 2 || !strings.Contains(r.stderr, "needs a Namespace token") {
+		t.Fatalf("no token: %+v", r)
+	}
+}
+
+func TestConfigFileAndFlagsMerge(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "cfg.yaml")
+	os.WriteFile(file, []byte("machineType: 4x8\nenv:\n  FROM_FILE: file\n  OVERRIDE: file\n"), 0o600)
+	r := nsd(t, "", "run", "--config", file, "--env", "OVERRIDE=flag", "--", `echo "$FROM_FILE $OVERRIDE"`)
+	if r.code != 0 || r.stdout != "file flag\n" || !strings.Contains(r.stderr, "creating a 4x8") {
+		t.Fatalf("%+v", r)
+	}
+	os.WriteFile(file, []byte("machineType: [nonsense\n"), 0o600)
+	if r := nsd(t, "", "run", "--config", file, "--", "true"); r.code != 2 {
+		t.Fatalf("bad config file: %+v", r)
+	}
+}
