@@ -75,4 +75,3 @@ func cmdCleanup(ctx context.Context, args []string, stdout, stderr io.Writer) (i
 	}
 	return exitOK, nil
 }
-
