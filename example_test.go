@@ -1,0 +1,90 @@
+package nsdriver_test
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"strings"
+
+	"github.com/swamp-club/nsdriver"
+	"github.com/swamp-club/nsdriver/nsemu"
+)
+
+// Run a shell command on a fresh VM. Here the VM is the local emulator;
+// without Endpoint and Token the driver finds the token and the region's
+// endpoint itself.
+func ExampleDriver_Execute() {
+	emu, err := nsemu.Start(nsemu.Options{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer emu.Close()
+
+	d, err := nsdriver.New(nsdriver.Config{Endpoint: emu.URL(), Token: emu.Token(), MachineType: "4x8"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	res := d.Execute(context.Background(), nsdriver.ExecutionRequest{
+		MethodName: "greet",
+		MethodArgs: map[string]any{"run": "echo hello from the VM; echo progress >&2"},
+	}, nsdriver.Callbacks{OnLog: func(line string) { fmt.Println("log:", line) }})
+
+	fmt.Println(res.Status, res.Outputs[0].Name, strings.TrimSpace(string(res.Outputs[0].Content)))
+	fmt.Println("destroyed:", res.Metadata.Destroyed)
+	// Output:
+	// log: progress
+	// success greet hello from the VM
+	// destroyed: true
+}
+
+// Parse a driverConfig from YAML; every problem is reported with its key.
+func ExampleParseConfigYAML() {
+	cfg, err := nsdriver.ParseConfigYAML([]byte("machineType: 8x16\ntimeout: 90s\nenv:\n  STAGE: prod\n"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(cfg.MachineType, cfg.WithDefaults().Region, cfg.Env["STAGE"])
+
+	_, err = nsdriver.ParseConfigYAML([]byte("machineType: 3x3\nregion: mars\n"))
+	fmt.Println(err)
+	// Output:
+	// 8x16 us prod
+	// invalid driverConfig: region: "mars" is not us or eu; machineType: "3x3" is not <vCPU>x<GB> with vCPU in 2, 4, 8, 16, 32 and GB a power of two from 2 to 512 (e.g. 2x4)
+}
+
+// Talk to the Compute API directly: create an instance, wait for it, run a
+// command in its container, destroy it.
+func ExampleNewClient() {
+	emu, err := nsemu.Start(nsemu.Options{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer emu.Close()
+
+	ctx := context.Background()
+	c, err := nsdriver.NewClient(nsdriver.WithEndpoint(emu.URL()), nsdriver.WithToken(emu.Token()))
+	if err != nil {
+		log.Fatal(err)
+	}
+	inst, err := c.CreateInstance(ctx, &nsdriver.CreateInstanceRequest{
+		Shape:      &nsdriver.InstanceShape{VirtualCPU: 2, MemoryMegabytes: 4096, MachineArch: "amd64", OS: "linux"},
+		Containers: []nsdriver.ContainerRequest{{Name: "main", KnownImageID: "builtin:base", Args: []string{"sleep", "infinity"}}},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.DestroyInstance(ctx, &nsdriver.DestroyInstanceRequest{InstanceID: inst.InstanceID()})
+
+	meta, err := c.WaitInstance(ctx, &nsdriver.WaitInstanceRequest{InstanceID: inst.InstanceID()}, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	code, err := c.RunCommand(ctx, inst.CommandEndpoint(), &nsdriver.RunCommandRequest{
+		InstanceID: inst.InstanceID(), TargetContainerName: "main",
+		Command: &nsdriver.Command{Command: []string{"uname", "-s"}},
+	}, func(stream nsdriver.OutputStream, data []byte) { fmt.Printf("%s: %s", stream, data) })
+	fmt.Println(meta.Status, code, err)
+	// Output:
+	// STDOUT: Linux
+	// RUNNING 0 <nil>
+}
