@@ -43,7 +43,7 @@ func (x *execution) runBundle(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	marker := "NSDRIVER-RESULT-" + randomID() + randomID()
+	marker := "NSDRIVER-RESULT-" + x.d.newID() + x.d.newID()
 	env := append(x.env(), EnvironmentVariable{Name: "NSDRIVER_RESULT_MARKER", Value: marker})
 	run := `deno run --allow-all --no-prompt "$d/runner.js"`
 	if cfg.DenoSetup == DenoSetupInstall {

@@ -35,6 +35,10 @@ type Driver struct {
 	client *Client
 	logger *slog.Logger
 	slots  *semaphore.Weighted // nil: no limit
+	// newID and now are randomID and time.Now; fixture recordings replace
+	// them so that what goes over the wire repeats byte for byte.
+	newID func() string
+	now   func() time.Time
 }
 
 type driverOptions struct {
@@ -86,7 +90,7 @@ func New(cfg Config, opts ...DriverOption) (*Driver, error) {
 			return nil, err
 		}
 	}
-	d := &Driver{cfg: cfg, client: client, logger: o.logger}
+	d := &Driver{cfg: cfg, client: client, logger: o.logger, newID: randomID, now: time.Now}
 	if cfg.MaxConcurrent > 0 {
 		d.slots = semaphore.NewWeighted(int64(cfg.MaxConcurrent))
 	}
@@ -139,7 +143,7 @@ func (d *Driver) Execute(ctx context.Context, req ExecutionRequest, cb Callbacks
 	runCtx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
-	x := &execution{d: d, req: req, cb: cb, res: &res, runID: randomID(), mode: mode}
+	x := &execution{d: d, req: req, cb: cb, res: &res, runID: d.newID(), mode: mode}
 	err = x.run(runCtx)
 	if err != nil {
 		switch {
@@ -274,7 +278,7 @@ func (d *Driver) createInstance(ctx context.Context, image string, labels []Labe
 		Shape:             &InstanceShape{VirtualCPU: int32(vcpu), MemoryMegabytes: int32(gb * 1024), MachineArch: cfg.Arch, OS: "linux"},
 		DocumentedPurpose: fmt.Sprintf(purposeTemplate, labelValue(all, "model-type"), labelValue(all, "method")),
 		Labels:            all,
-		Deadline:          NewTimestamp(time.Now().Add(time.Duration(cfg.Duration))),
+		Deadline:          NewTimestamp(d.now().Add(time.Duration(cfg.Duration))),
 		Containers:        []ContainerRequest{ctr},
 	}
 	if !*cfg.Bare {

@@ -16,6 +16,9 @@ import (
 // TestMain isolates every test from the developer's own Namespace login:
 // no token variables, no nsc login file, no workload token.
 func TestMain(m *testing.M) {
+	if recording() {
+		liveRecordToken = os.Getenv("NAMESPACE_TOKEN")
+	}
 	for _, name := range []string{"NAMESPACE_TOKEN", "NSC_TOKEN", "NSC_TOKEN_FILE", "NSC_ENDPOINT"} {
 		os.Unsetenv(name)
 	}
