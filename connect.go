@@ -153,7 +153,7 @@ func classify(ctx context.Context, err error, beforeResponse bool) attemptError 
 
 // unary performs a unary Connect call.
 func (t *transport) unary(ctx context.Context, base, procedure string, in, out any, idempotent bool) error {
-	body, err := json.Marshal(in)
+	body, err := marshalJSON(in)
 	if err != nil {
 		return fmt.Errorf("encoding %s request: %w", procedure, err)
 	}
@@ -199,7 +199,7 @@ func responseError(resp *http.Response, body []byte) *APIError {
 // message's JSON to onMessage as it arrives. When idempotent, the whole call
 // may be repeated on a transient failure, so onMessage must tolerate that.
 func (t *transport) serverStream(ctx context.Context, base, procedure string, in any, idempotent bool, onMessage func([]byte) error) error {
-	payload, err := json.Marshal(in)
+	payload, err := marshalJSON(in)
 	if err != nil {
 		return fmt.Errorf("encoding %s request: %w", procedure, err)
 	}
@@ -299,4 +299,16 @@ func (e *envelopeReader) next() (flags byte, payload []byte, err error) {
 func closeBody(body io.ReadCloser) {
 	_, _ = io.Copy(io.Discard, io.LimitReader(body, 64<<10))
 	_ = body.Close()
+}
+
+// marshalJSON encodes without HTML escaping: shell text such as "2>&1"
+// travels as written, like protojson writes it.
+func marshalJSON(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }
