@@ -24,43 +24,71 @@ const (
 	denoInstallFailed   = 125
 )
 
-// runBundle runs the request's bundle under Deno through runner.js, with
-// the upload folded into the same call when it fits.
-func (x *execution) runBundle(ctx context.Context) error {
+// bundleUpload is a bundle packed and planned, ready to send.
+type bundleUpload struct {
+	plan        uploadPlan
+	env         []EnvironmentVariable
+	marker      string
+	packedBytes int
+}
+
+// prepareBundle checks the request, then packs the bundle in the background
+// while the instance boots; wait returns the upload. Call wait before
+// returning: it is what ends the packing goroutine.
+func (x *execution) prepareBundle() (wait func() (*bundleUpload, error), err error) {
 	cfg := x.d.cfg
 	requestJSON, err := json.Marshal(map[string]any{
 		"methodName": x.req.MethodName, "methodArgs": orEmpty(x.req.MethodArgs), "globalArgs": orEmpty(x.req.GlobalArgs),
 		"modelType": x.req.ModelType, "modelId": x.req.ModelID, "definitionMeta": x.req.DefinitionMeta,
 	})
 	if err != nil {
-		return fmt.Errorf("%w: methodArgs or globalArgs cannot be encoded as JSON: %w", ErrInvalidRequest, err)
+		return nil, fmt.Errorf("%w: methodArgs or globalArgs cannot be encoded as JSON: %w", ErrInvalidRequest, err)
 	}
-	archive, err := packFiles([]file{
-		{name: "bundle.js", data: x.req.Bundle},
-		{name: "request.json", data: requestJSON},
-		{name: "runner.js", data: runnerJS},
-	})
-	if err != nil {
-		return err
-	}
-	marker := "NSDRIVER-RESULT-" + x.d.newID() + x.d.newID()
-	env := append(x.env(), EnvironmentVariable{Name: "NSDRIVER_RESULT_MARKER", Value: marker})
+	up := &bundleUpload{marker: "NSDRIVER-RESULT-" + x.d.newID() + x.d.newID()}
+	up.env = append(x.env(), EnvironmentVariable{Name: "NSDRIVER_RESULT_MARKER", Value: up.marker})
 	run := `deno run --allow-all --no-prompt "$d/runner.js"`
 	if cfg.DenoSetup == DenoSetupInstall {
-		env = append(env, EnvironmentVariable{Name: "NSDRIVER_DENO_INSTALL_URL", Value: cfg.DenoInstallURL})
+		up.env = append(up.env, EnvironmentVariable{Name: "NSDRIVER_DENO_INSTALL_URL", Value: cfg.DenoInstallURL})
 		run = denoInstallScript + run
 	}
-	plan, err := planUpload(x.runID, archive, run, env)
+	done := make(chan struct{})
+	var packErr error
+	go func() {
+		defer close(done)
+		archive, err := packFiles([]file{
+			{name: "bundle.js", data: x.req.Bundle},
+			{name: "request.json", data: requestJSON},
+			{name: "runner.js", data: runnerJS},
+		})
+		if err != nil {
+			packErr = err
+			return
+		}
+		up.packedBytes = len(archive)
+		if up.plan, err = planUpload(x.runID, archive, run, up.env); err != nil {
+			packErr = fmt.Errorf("%w: %w", ErrInvalidRequest, err)
+		}
+	}()
+	return func() (*bundleUpload, error) {
+		<-done
+		return up, packErr
+	}, nil
+}
+
+// runBundle uploads the bundle and runs it under Deno through runner.js,
+// with the upload folded into the same call when it fits.
+func (x *execution) runBundle(ctx context.Context, upload func() (*bundleUpload, error)) error {
+	up, err := upload()
 	if err != nil {
-		return fmt.Errorf("%w: %w", ErrInvalidRequest, err)
-	}
-	x.d.logger.Info("uploading bundle", "instance", x.inst.InstanceID(), "kib", len(x.req.Bundle)/1024,
-		"compressedKib", len(archive)/1024, "calls", len(plan.spills)+1)
-	if err := x.runSpills(ctx, plan, env); err != nil {
 		return err
 	}
-	frame := frameScanner{marker: marker, onLine: x.logLine}
-	out, err := x.stream(ctx, plan.final, env, frame.write)
+	x.d.logger.Info("uploading bundle", "instance", x.inst.InstanceID(), "kib", len(x.req.Bundle)/1024,
+		"compressedKib", up.packedBytes/1024, "calls", len(up.plan.spills)+1)
+	if err := x.runSpills(ctx, up.plan, up.env); err != nil {
+		return err
+	}
+	frame := frameScanner{marker: up.marker, onLine: x.logLine}
+	out, err := x.stream(ctx, up.plan.final, up.env, frame.write)
 	if err != nil {
 		return err
 	}

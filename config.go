@@ -191,7 +191,7 @@ func ParseConfigJSON(b []byte) (Config, error) {
 	for _, key := range keys {
 		target, ok := fields[key]
 		if !ok {
-			problems.add(key, "unknown key; known keys: %s", strings.Join(sortedKeys(fields), ", "))
+			problems.add(strconv.Quote(key), "unknown key; known keys: %s", strings.Join(sortedKeys(fields), ", "))
 			continue
 		}
 		if err := json.Unmarshal(raw[key], target); err != nil {

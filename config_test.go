@@ -65,7 +65,7 @@ func TestConfigReportsEveryProblemWithItsPath(t *testing.T) {
 	}
 	for _, path := range []string{"region", "endpoint", "machineType", "arch", "timeout", "duration", "bare", "image",
 		"denoSetup", "denoInstallUrl", "env.BAD-NAME", "labels.nsdriver/run-id", "labels.Bad", "maxOutputBytes",
-		"maxConcurrent", "warmPool", "tokenFiel"} {
+		"maxConcurrent", "warmPool", `"tokenFiel"`} {
 		if !got[path] {
 			t.Errorf("no problem reported for %s; got %v", path, ce.Problems)
 		}

@@ -139,8 +139,9 @@ func (t *transport) call(ctx context.Context, procedure string, idempotent bool,
 }
 
 // classify decides whether a failed attempt may be retried: only the
-// Connect code unavailable, and connections lost before any response.
-func classify(ctx context.Context, err error, beforeResponse bool) attemptError {
+// Connect code unavailable, and connections lost (transient is true for a
+// connection lost before a response or a stream cut mid-way).
+func classify(ctx context.Context, err error, transient bool) attemptError {
 	if ctx.Err() != nil {
 		return attemptError{err: err}
 	}
@@ -148,7 +149,7 @@ func classify(ctx context.Context, err error, beforeResponse bool) attemptError 
 	if errors.As(err, &apiErr) {
 		return attemptError{err: err, retryable: apiErr.Code == CodeUnavailable}
 	}
-	return attemptError{err: err, retryable: beforeResponse && !errors.Is(err, ErrInsecureEndpoint)}
+	return attemptError{err: err, retryable: transient && !errors.Is(err, ErrInsecureEndpoint)}
 }
 
 // unary performs a unary Connect call.
@@ -164,7 +165,7 @@ func (t *transport) unary(ctx context.Context, base, procedure string, in, out a
 		}
 		resp, err := t.http.Do(req)
 		if err != nil {
-			return classify(ctx, fmt.Errorf("%s: %w", procedure, err), true)
+			return classify(ctx, fmt.Errorf("%s: %w (%w)", procedure, ErrUnreachable, err), true)
 		}
 		defer resp.Body.Close()
 		data, err := io.ReadAll(io.LimitReader(resp.Body, maxMessageBytes+1))
@@ -213,16 +214,29 @@ func (t *transport) serverStream(ctx context.Context, base, procedure string, in
 		}
 		resp, err := t.http.Do(req)
 		if err != nil {
-			return classify(ctx, fmt.Errorf("%s: %w", procedure, err), true)
+			return classify(ctx, fmt.Errorf("%s: %w (%w)", procedure, ErrUnreachable, err), true)
 		}
-		defer closeBody(resp.Body)
+		complete := false
+		defer func() {
+			// Drain the few bytes after a clean end so the connection is
+			// reused; never drain a live stream (a callback may have
+			// panicked), just close it.
+			if complete {
+				_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
+			}
+			_ = resp.Body.Close()
+		}()
 		if resp.StatusCode != http.StatusOK {
 			data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+			complete = true
 			return classify(ctx, fmt.Errorf("%s: %w", procedure, responseError(resp, data)), false)
 		}
 		if err := readStream(resp.Body, onMessage); err != nil {
-			return classify(ctx, fmt.Errorf("%s: %w", procedure, err), false)
+			// A stream cut mid-way is as transient as a lost connection;
+			// only idempotent calls are repeated.
+			return classify(ctx, fmt.Errorf("%s: %w", procedure, err), errors.Is(err, ErrStreamTruncated))
 		}
+		complete = true
 		return attemptError{}
 	})
 }
@@ -293,12 +307,6 @@ func (e *envelopeReader) next() (flags byte, payload []byte, err error) {
 		return 0, nil, io.ErrUnexpectedEOF
 	}
 	return e.hdr[0], buf.Bytes(), nil
-}
-
-// closeBody drains what is left (bounded) so the connection can be reused.
-func closeBody(body io.ReadCloser) {
-	_, _ = io.Copy(io.Discard, io.LimitReader(body, 64<<10))
-	_ = body.Close()
 }
 
 // marshalJSON encodes without HTML escaping: shell text such as "2>&1"

@@ -21,11 +21,11 @@ import (
 const DriverType = "@swamp/namespace"
 
 const (
-	labelPrefix     = "nsdriver/"
-	containerName   = "nsdriver"
-	destroyCap      = 60 * time.Second
-	costPerUnitMin  = 0.0015
-	purposeTemplate = "nsdriver: %s %s"
+	labelPrefix       = "nsdriver/"
+	containerName     = "nsdriver"
+	defaultDestroyCap = 60 * time.Second
+	costPerUnitMin    = 0.0015
+	purposeTemplate   = "nsdriver: %s %s"
 )
 
 // Driver runs ExecutionRequests on fresh Namespace instances. It is safe
@@ -39,6 +39,8 @@ type Driver struct {
 	// them so that what goes over the wire repeats byte for byte.
 	newID func() string
 	now   func() time.Time
+	// destroyCap bounds the retries of DestroyInstance (60 s).
+	destroyCap time.Duration
 }
 
 type driverOptions struct {
@@ -90,7 +92,7 @@ func New(cfg Config, opts ...DriverOption) (*Driver, error) {
 			return nil, err
 		}
 	}
-	d := &Driver{cfg: cfg, client: client, logger: o.logger, newID: randomID, now: time.Now}
+	d := &Driver{cfg: cfg, client: client, logger: o.logger, newID: randomID, now: time.Now, destroyCap: defaultDestroyCap}
 	if cfg.MaxConcurrent > 0 {
 		d.slots = semaphore.NewWeighted(int64(cfg.MaxConcurrent))
 	}
@@ -121,8 +123,8 @@ func (d *Driver) Execute(ctx context.Context, req ExecutionRequest, cb Callbacks
 	res = ExecutionResult{Outputs: []DriverOutput{}, Logs: []string{}}
 	defer func() {
 		if r := recover(); r != nil {
-			d.logger.Error("execution panicked; the instance was destroyed", "panic", fmt.Sprint(r))
-			res.fail(fmt.Errorf("internal error: %v", r))
+			d.logger.Error("execution panicked", "panic", fmt.Sprint(r))
+			res.fail(fmt.Errorf("%w: %v; the instance was destroyed (check the Callbacks)", ErrPanicked, r))
 		}
 		res.DurationMs = time.Since(start).Milliseconds()
 	}()
@@ -147,15 +149,26 @@ func (d *Driver) Execute(ctx context.Context, req ExecutionRequest, cb Callbacks
 	err = x.run(runCtx)
 	if err != nil {
 		switch {
-		case errors.Is(runCtx.Err(), context.DeadlineExceeded) && ctx.Err() == nil:
-			err = fmt.Errorf("%w after %d ms (the timeout setting); the instance was destroyed", ErrTimeout, timeout.Milliseconds())
+		case timedOut(runCtx, err) && ctx.Err() == nil:
+			err = fmt.Errorf("%w after %d ms (the timeout setting; raise it if the work needs longer)", ErrTimeout, timeout.Milliseconds())
 		case ctx.Err() != nil:
-			err = fmt.Errorf("canceled by the caller after %d ms; the instance was destroyed: %w", time.Since(start).Milliseconds(), ctx.Err())
+			err = fmt.Errorf("canceled by the caller after %d ms: %w", time.Since(start).Milliseconds(), ctx.Err())
 		}
 		res.Outputs = []DriverOutput{}
 		res.fail(err)
 	}
 	return res
+}
+
+// timedOut reports whether err comes from the execution's timeout: the
+// context's own, or the server's copy of it (Connect-Timeout-Ms), which can
+// fire a moment before the context does.
+func timedOut(runCtx context.Context, err error) bool {
+	if errors.Is(runCtx.Err(), context.DeadlineExceeded) {
+		return true
+	}
+	deadline, ok := runCtx.Deadline()
+	return ok && errors.Is(err, ErrDeadlineExceeded) && time.Until(deadline) < 250*time.Millisecond
 }
 
 func (r *ExecutionResult) fail(err error) {
@@ -206,6 +219,14 @@ func (x *execution) image() string {
 // run creates the instance, does the work and always destroys it.
 func (x *execution) run(ctx context.Context) (err error) {
 	cfg := x.d.cfg
+	var upload func() (*bundleUpload, error)
+	if x.mode == modeBundle {
+		// Checked before any VM exists; packing overlaps the boot.
+		if upload, err = x.prepareBundle(); err != nil {
+			return err
+		}
+		defer func() { _, _ = upload() }()
+	}
 	created := time.Now()
 	inst, bootMs, err := x.acquireInstance(ctx)
 	if err != nil {
@@ -227,7 +248,7 @@ func (x *execution) run(ctx context.Context) (err error) {
 	}()
 	switch x.mode {
 	case modeBundle:
-		return x.runBundle(ctx)
+		return x.runBundle(ctx, upload)
 	default:
 		return x.runCommandMode(ctx)
 	}
@@ -317,7 +338,7 @@ func (d *Driver) waitRunning(ctx context.Context, inst *DescribeInstanceResponse
 // cancellation, retrying transient failures for up to destroyCap. It
 // reports whether the instance is gone.
 func (d *Driver) destroy(ctx context.Context, id string) bool {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), destroyCap)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.destroyCap)
 	defer cancel()
 	policy := d.client.t.retry
 	for attempt := 0; ; attempt++ {

@@ -61,6 +61,8 @@ var (
 	ErrTokenExpired = errors.New("the Namespace token has expired: run `nsc login` again or supply a fresh token")
 	// ErrStreamTruncated: a server stream ended without its end-of-stream message.
 	ErrStreamTruncated = errors.New("the Namespace API stream ended without an end-of-stream message (connection cut?); retry")
+	// ErrUnreachable: the connection failed before a response arrived.
+	ErrUnreachable = errors.New("could not reach the Namespace API; check the network and the endpoint, then retry")
 	// ErrMessageTooLarge: a stream message declared a length over the cap.
 	ErrMessageTooLarge = errors.New("a Namespace API stream message exceeds the size cap")
 )

@@ -140,13 +140,19 @@ func TestWaitInstanceRetriesCutStream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A dropped stream is not retried (the response had begun)...
-	if _, err := c.WaitInstance(context.Background(), &WaitInstanceRequest{InstanceID: inst.InstanceID()}, nil); !errors.Is(err, ErrStreamTruncated) {
-		t.Fatalf("cut: %v", err)
-	}
-	// ...and the next call succeeds.
+	// WaitInstance is idempotent: the cut stream is repeated and succeeds.
 	if m, err := c.WaitInstance(context.Background(), &WaitInstanceRequest{InstanceID: inst.InstanceID()}, nil); err != nil || m.Status != StatusRunning {
-		t.Fatalf("after cut: %v %v", m, err)
+		t.Fatalf("after a cut: %v %v", m, err)
+	}
+	if n := emu.Count("WaitInstance"); n != 2 {
+		t.Fatalf("%d WaitInstance calls, want 2", n)
+	}
+	// RunCommand is not: a cut stream is an error.
+	emu.InjectFault(nsemu.Fault{Method: "RunCommand", CutAfter: -1})
+	_, err = c.RunCommand(context.Background(), inst.CommandEndpoint(), &RunCommandRequest{InstanceID: inst.InstanceID(),
+		TargetContainerName: "main", Command: &Command{Command: []string{"true"}}}, nil)
+	if !errors.Is(err, ErrStreamTruncated) || emu.Count("RunCommand") != 1 {
+		t.Fatalf("cut RunCommand: %v after %d calls", err, emu.Count("RunCommand"))
 	}
 }
 

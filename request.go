@@ -183,6 +183,8 @@ var (
 	ErrTimeout = errors.New("execution timed out")
 	// ErrWorkloadFailed: the command or model exited non-zero.
 	ErrWorkloadFailed = errors.New("workload failed")
+	// ErrPanicked: a callback (or the driver) panicked during Execute.
+	ErrPanicked = errors.New("a panic stopped the execution")
 	// ErrOutputTooLarge: stdout passed maxOutputBytes.
 	ErrOutputTooLarge = errors.New("output exceeds maxOutputBytes")
 )

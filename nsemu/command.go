@@ -237,7 +237,7 @@ func (s *Server) run(ctx context.Context, inst *instance, cmd *exec.Cmd, emit fu
 		return code, emitErr
 	}
 	if ctx.Err() != nil {
-		return code, connect.NewError(connect.CodeCanceled, ctx.Err())
+		return code, connect.NewError(contextCode(ctx.Err()), ctx.Err())
 	}
 	return code, nil
 }

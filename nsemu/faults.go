@@ -32,9 +32,13 @@ type Fault struct {
 	Message string
 	// Delay holds the call this long (respecting cancellation) first.
 	Delay time.Duration
-	// CutAfter > 0 drops the connection of a stream after that many
-	// messages; -1 drops it before the first. 0 leaves the stream alone.
+	// CutAfter > 0 acts on a stream after that many messages: with Code it
+	// ends the stream with that error, without it drops the connection.
+	// -1 drops the connection before the first message.
 	CutAfter int
+	// Drop closes the connection without handling the call (a unary or a
+	// stream): the client sees a connection reset, the server did nothing.
+	Drop bool
 }
 
 type faultState struct {
@@ -118,16 +122,31 @@ func (i *interceptor) begin(ctx context.Context, procedure string, header http.H
 		delay += fault.Delay
 	}
 	if err := sleepCtx(ctx, delay); err != nil {
-		err = connect.NewError(connect.CodeCanceled, err)
+		err = connect.NewError(contextCode(err), err)
 		end("", err)
 		return nil, nil, err
 	}
-	if fault != nil && fault.Code != 0 {
+	if fault != nil && fault.Drop {
+		err := dropConnection(ctx)
+		end("", err)
+		return nil, nil, err
+	}
+	if fault != nil && fault.Code != 0 && fault.CutAfter == 0 {
 		err := fault.err()
 		end("", err)
 		return nil, nil, err
 	}
 	return fault, end, nil
+}
+
+// dropConnection closes the request's connection without a response.
+func dropConnection(ctx context.Context) error {
+	if w, ok := ctx.Value(responseWriterKey{}).(http.ResponseWriter); ok {
+		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			_ = conn.Close()
+		}
+	}
+	return connect.NewError(connect.CodeUnavailable, errors.New("nsemu: connection dropped by an injected fault"))
 }
 
 func (i *interceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
@@ -165,6 +184,9 @@ func (i *interceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) co
 		if fault != nil && fault.CutAfter != 0 {
 			wrapped.cutAfter = max(fault.CutAfter, 0)
 			wrapped.w, _ = ctx.Value(responseWriterKey{}).(http.ResponseWriter)
+			if fault.Code != 0 {
+				wrapped.failWith = fault.err()
+			}
 		}
 		if wrapped.cutAfter == 0 {
 			err = wrapped.cut()
@@ -205,6 +227,12 @@ func (g *hijackGuard) Write(b []byte) (int, error) {
 	return g.ResponseWriter.Write(b)
 }
 
+func (g *hijackGuard) WriteHeader(code int) {
+	if !g.hijacked.Load() {
+		g.ResponseWriter.WriteHeader(code)
+	}
+}
+
 func (g *hijackGuard) Flush() {
 	if !g.hijacked.Load() {
 		_ = http.NewResponseController(g.ResponseWriter).Flush()
@@ -223,7 +251,8 @@ func (g *hijackGuard) Unwrap() http.ResponseWriter { return g.ResponseWriter }
 type cuttingConn struct {
 	connect.StreamingHandlerConn
 	w          http.ResponseWriter
-	cutAfter   int // -1: never
+	failWith   error // nil: drop the connection
+	cutAfter   int   // -1: never
 	sent       int
 	wasCut     bool
 	instanceID string
@@ -249,6 +278,9 @@ func (c *cuttingConn) Send(msg any) error {
 // the stream.
 func (c *cuttingConn) cut() error {
 	c.wasCut = true
+	if c.failWith != nil {
+		return c.failWith
+	}
 	errCut := connect.NewError(connect.CodeUnavailable, errors.New("nsemu: connection cut by an injected fault"))
 	if c.w == nil {
 		return errCut
@@ -259,6 +291,15 @@ func (c *cuttingConn) cut() error {
 		_ = conn.Close()
 	}
 	return errCut
+}
+
+// contextCode is the Connect code for a context's end: the caller's
+// Connect-Timeout-Ms passing is deadline_exceeded, not canceled.
+func contextCode(err error) connect.Code {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return connect.CodeDeadlineExceeded
+	}
+	return connect.CodeCanceled
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {

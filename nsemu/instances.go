@@ -317,7 +317,7 @@ func (s *Server) waitRunning(ctx context.Context, req *pb.WaitInstanceRequest, s
 		}
 		select {
 		case <-ctx.Done():
-			return connect.NewError(connect.CodeCanceled, ctx.Err())
+			return connect.NewError(contextCode(ctx.Err()), ctx.Err())
 		case <-changed:
 		}
 	}

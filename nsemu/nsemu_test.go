@@ -575,3 +575,31 @@ func TestUnimplemented(t *testing.T) {
 		t.Fatalf("got %v, want unimplemented", err)
 	}
 }
+
+func TestFaultDropAndMidStreamError(t *testing.T) {
+	h := start(t, Options{Faults: []Fault{
+		{Method: "CreateInstance", Drop: true},
+		{Method: "RunCommand", CutAfter: 1, Code: connect.CodeInternal, Message: "mid-stream failure"},
+	}})
+	ctx := context.Background()
+	if _, err := h.compute.CreateInstance(ctx, authed(h, createReq())); err == nil || code(err) == connect.CodeUnauthenticated {
+		t.Fatalf("dropped create: %v", err)
+	}
+	if live := h.srv.LiveInstances(); len(live) != 0 {
+		t.Fatalf("a dropped create made instances: %v", live)
+	}
+	inst := h.running(t)
+	stream, err := h.command(t, inst.ExtendedMetadata.CommandServiceEndpoint).RunCommand(ctx, authed(h, &pb.RunCommandRequest{
+		InstanceId: inst.Metadata.InstanceId, TargetContainerName: "main",
+		Command: &pb.Command{Command: []string{"sh", "-c", "echo one; sleep 0.2; echo two; sleep 5"}}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for stream.Receive() {
+		n++
+	}
+	if n != 1 || code(stream.Err()) != connect.CodeInternal || !strings.Contains(stream.Err().Error(), "mid-stream failure") {
+		t.Fatalf("%d messages, err %v; want one, then internal", n, stream.Err())
+	}
+}

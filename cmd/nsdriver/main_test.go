@@ -272,3 +272,70 @@ func TestConfigFileAndFlagsMerge(t *testing.T) {
 		t.Fatalf("bad config file: %+v", r)
 	}
 }
+
+// TestCrashSafety: a process running Execute is SIGKILLed mid-run. Its VM
+// outlives it; `nsdriver cleanup --older-than 0s` finds and destroys it, and
+// a VM nobody cleans up dies at its platform deadline.
+func TestCrashSafety(t *testing.T) {
+	emu, err := nsemu.Start(nsemu.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer emu.Close()
+	flags := []string{"--endpoint", emu.URL(), "--token", emu.Token()}
+	orphan := func() string {
+		cmd := exec.Command(binary, append([]string{"exec"}, flags...)...)
+		cmd.Stdin = strings.NewReader(`{"methodName":"m","methodArgs":{"run":"sleep 60"}}`)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		before := len(emu.LiveInstances())
+		deadline := time.Now().Add(10 * time.Second)
+		for emu.Count("RunCommand") == 0 || len(emu.LiveInstances()) == before {
+			if time.Now().After(deadline) {
+				t.Fatal("the child never started its command")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		_ = cmd.Process.Signal(syscall.SIGKILL)
+		_ = cmd.Wait()
+		live := emu.LiveInstances()
+		return live[len(live)-1]
+	}
+
+	first := orphan()
+	time.Sleep(100 * time.Millisecond)
+	if live := emu.LiveInstances(); len(live) != 1 || live[0] != first {
+		t.Fatalf("after SIGKILL, live %v; want the orphan %s", live, first)
+	}
+	r := nsd(t, "", append([]string{"cleanup", "--older-than", "0s"}, flags...)...)
+	if r.code != 0 || !strings.Contains(r.stdout, "destroyed "+first) || len(emu.LiveInstances()) != 0 {
+		t.Fatalf("cleanup: %+v, live %v", r, emu.LiveInstances())
+	}
+
+	second := orphan()
+	var deadline time.Time
+	for _, inst := range emu.Instances() {
+		if inst.ID == second {
+			deadline = inst.Deadline
+		}
+	}
+	if until := time.Until(deadline); until < 14*time.Minute || until > 16*time.Minute {
+		t.Fatalf("orphan's deadline is %v away; want the default timeout + 5m", until)
+	}
+	// Let the platform's deadline arrive now rather than in 15 minutes: the
+	// same timer nsemu arms at creation, moved with ExtendInstance.
+	client, err := nsdriver.NewClient(nsdriver.WithEndpoint(emu.URL()), nsdriver.WithToken(emu.Token()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.ExtendInstance(context.Background(), &nsdriver.ExtendInstanceRequest{InstanceID: second,
+		NewDeadline: nsdriver.NewTimestamp(time.Now().Add(300 * time.Millisecond))}); err != nil {
+		t.Fatal(err)
+	}
+	for end := time.Now().Add(5 * time.Second); len(emu.LiveInstances()) != 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("the orphan outlived its deadline: %v", emu.LiveInstances())
+		}
+	}
+}

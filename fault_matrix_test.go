@@ -1,0 +1,263 @@
+package nsdriver
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"go.uber.org/goleak"
+
+	"github.com/swamp-club/nsdriver/nsemu"
+)
+
+// The fault matrix: every step of an execution × every fault nsemu can
+// inject. Each scenario checks the result (status, and a message naming the
+// cause and what to do), that the VM was destroyed or never created, and
+// that no goroutine outlives Execute.
+
+type step struct {
+	name   string
+	method string // the API method the fault hits
+	script func() string
+}
+
+var matrixSteps = []step{
+	{"create", "CreateInstance", func() string { return "echo ok" }},
+	{"wait", "WaitInstance", func() string { return "echo ok" }},
+	{"upload", "RunCommandSync", incompressibleScript},
+	{"run", "RunCommand", func() string { return "echo started >&2; echo ok" }},
+	{"mid-stream", "RunCommand", func() string { return "echo line1 >&2; sleep 0.1; echo line2 >&2; sleep 3; echo late" }},
+	{"destroy", "DestroyInstance", func() string { return "echo ok" }},
+}
+
+// incompressibleScript is a script big enough that its upload spills into a
+// RunCommandSync before the run.
+func incompressibleScript() string {
+	noise := make([]byte, 1600<<10)
+	_, _ = rand.Read(noise)
+	return "# " + base64.StdEncoding.EncodeToString(noise) + "\necho ok"
+}
+
+type faultKind struct {
+	name string
+	// fault builds the injected fault for a step; nil: not applicable.
+	fault func(s step) *nsemu.Fault
+}
+
+var codeMessages = map[connect.Code]string{
+	connect.CodeUnavailable:       "Namespace API unavailable. Retry later.",
+	connect.CodeResourceExhausted: "Namespace quota exceeded. Check workspace billing.",
+	connect.CodeUnauthenticated:   "Namespace auth failed. Check your API token.",
+	connect.CodeInternal:          "Namespace API error. Retry; if it persists, contact Namespace support.",
+}
+
+func codeFault(code connect.Code) func(s step) *nsemu.Fault {
+	return func(s step) *nsemu.Fault {
+		f := &nsemu.Fault{Method: s.method, Code: code, Count: -1, Message: "injected " + code.String()}
+		if s.name == "mid-stream" {
+			f.CutAfter = 1
+		}
+		return f
+	}
+}
+
+var matrixFaults = []faultKind{
+	{"unavailable", codeFault(connect.CodeUnavailable)},
+	{"resource_exhausted", codeFault(connect.CodeResourceExhausted)},
+	{"unauthenticated", codeFault(connect.CodeUnauthenticated)},
+	{"internal", codeFault(connect.CodeInternal)},
+	{"dropped connection", func(s step) *nsemu.Fault {
+		if s.name == "wait" || s.name == "mid-stream" {
+			return &nsemu.Fault{Method: s.method, CutAfter: 1, Count: -1}
+		}
+		return &nsemu.Fault{Method: s.method, Drop: true, Count: -1}
+	}},
+	{"slower than the timeout", func(s step) *nsemu.Fault {
+		if s.name == "mid-stream" {
+			return &nsemu.Fault{} // the command itself outlives the timeout
+		}
+		return &nsemu.Fault{Method: s.method, Delay: 3 * time.Second, Count: -1}
+	}},
+	{"caller cancellation", func(s step) *nsemu.Fault {
+		if s.name == "mid-stream" {
+			return &nsemu.Fault{} // canceled from OnLog
+		}
+		return &nsemu.Fault{Method: s.method, Delay: 100 * time.Millisecond, Count: -1}
+	}},
+	{"panic in OnLog", func(s step) *nsemu.Fault {
+		if s.name != "run" && s.name != "mid-stream" {
+			return nil
+		}
+		return &nsemu.Fault{}
+	}},
+}
+
+func TestFaultMatrix(t *testing.T) {
+	scenarios := 0
+	for _, s := range matrixSteps {
+		for _, fk := range matrixFaults {
+			f := fk.fault(s)
+			if f == nil {
+				continue
+			}
+			scenarios++
+			t.Run(s.name+"/"+fk.name, func(t *testing.T) { runScenario(t, s, fk.name, f) })
+		}
+	}
+	if scenarios < 40 {
+		t.Fatalf("%d scenarios, want at least 40", scenarios)
+	}
+}
+
+func runScenario(t *testing.T, s step, faultName string, f *nsemu.Fault) {
+	timeout := 800 * time.Millisecond
+	if s.name == "upload" {
+		timeout = 3 * time.Second // the spill itself moves 2 MiB under -race
+	}
+	opts := nsemu.Options{}
+	if f.Method != "" {
+		opts.Faults = []nsemu.Fault{*f}
+	}
+	env := newTestEnv(t, Config{Timeout: Timeout(timeout)}, opts)
+	env.driver.destroyCap = 300 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	var cb Callbacks
+	lines := 0
+	switch faultName {
+	case "panic in OnLog":
+		cb.OnLog = func(line string) {
+			if lines++; s.name == "run" || lines == 2 {
+				panic("callback exploded on " + line)
+			}
+		}
+	case "caller cancellation":
+		if s.name == "mid-stream" {
+			cb.OnLog = func(string) { cancel() }
+		} else {
+			stop := make(chan struct{})
+			defer close(stop)
+			go cancelWhenCalled(env.emu, s.method, cancel, stop)
+		}
+	}
+	if s.name == "mid-stream" && faultName == "slower than the timeout" {
+		env.driver.cfg.Timeout = Timeout(500 * time.Millisecond)
+	}
+
+	ignore := goleak.IgnoreCurrent()
+	res := env.driver.Execute(ctx, commandRequest(s.script()), cb)
+	goleak.VerifyNone(t, ignore,
+		// Keep-alive connections of the shared transport and the emulator's
+		// side of them are not Execute's goroutines.
+		goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"),
+		goleak.IgnoreAnyFunction("net/http.(*conn).serve"),
+		goleak.IgnoreAnyFunction("github.com/swamp-club/nsdriver/nsemu.(*Server).run"),
+		goleak.IgnoreAnyFunction("github.com/swamp-club/nsdriver/nsemu.(*Server).run.func1"),
+		goleak.IgnoreAnyFunction("github.com/swamp-club/nsdriver/nsemu.(*Server).run.func2"),
+		goleak.IgnoreAnyFunction("github.com/swamp-club/nsdriver/nsemu.(*Server).run.func3"),
+		goleak.IgnoreAnyFunction("os/exec.(*Cmd).Wait"),
+	)
+
+	wantMessage, wantErr := expectation(s, faultName)
+	if s.name == "destroy" && faultName != "caller cancellation" {
+		checkDestroyFailure(t, env, res)
+		return
+	}
+	if wantErr == nil {
+		if res.Status != StatusSuccess || !res.Metadata.Destroyed {
+			t.Fatalf("result %+v", res)
+		}
+		return
+	}
+	if res.Status != StatusFailed || !errors.Is(res.Err, wantErr) || !strings.Contains(res.Error, wantMessage) || len(res.Outputs) != 0 {
+		t.Fatalf("result %+v\nwant an error matching %v saying %q", res, wantErr, wantMessage)
+	}
+	created := env.emu.Count("CreateInstance") > 0 && (s.name != "create")
+	if created && (res.Metadata == nil || !res.Metadata.Destroyed) {
+		t.Fatalf("the VM was created but not destroyed: %+v", res.Metadata)
+	}
+	if !created && res.Metadata != nil {
+		t.Fatalf("metadata %+v for a VM that was never created", res.Metadata)
+	}
+}
+
+// cancelWhenCalled cancels once the emulator has seen the method.
+func cancelWhenCalled(emu *nsemu.Server, method string, cancel func(), stop <-chan struct{}) {
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+			if emu.Count(method) > 0 {
+				cancel()
+				return
+			}
+		}
+	}
+}
+
+// expectation is the error a scenario must produce and the words its
+// message must contain.
+func expectation(s step, faultName string) (string, error) {
+	for code, msg := range codeMessages {
+		if faultName == code.String() {
+			return msg, codeSentinel(Code(code.String()))
+		}
+	}
+	switch faultName {
+	case "dropped connection":
+		if s.name == "wait" || s.name == "mid-stream" {
+			return "ended without an end-of-stream message (connection cut?); retry", ErrStreamTruncated
+		}
+		return "could not reach the Namespace API; check the network and the endpoint, then retry", ErrUnreachable
+	case "slower than the timeout":
+		return "raise it if the work needs longer", ErrTimeout
+	case "caller cancellation":
+		if s.name == "destroy" {
+			return "", nil // the work was done; destroy goes on regardless
+		}
+		return "canceled by the caller", context.Canceled
+	case "panic in OnLog":
+		return "callback exploded", ErrPanicked
+	}
+	panic(fmt.Sprintf("no expectation for %s/%s", s.name, faultName))
+}
+
+// checkDestroyFailure: the workload's result stands, destroyed is false,
+// the log names the instance, and the VM still carries its deadline.
+func checkDestroyFailure(t *testing.T, env *testEnv, res ExecutionResult) {
+	t.Helper()
+	if res.Status != StatusSuccess || res.Metadata == nil || res.Metadata.Destroyed {
+		t.Fatalf("result %+v %+v", res, res.Metadata)
+	}
+	id := res.Metadata.InstanceID
+	if !strings.Contains(env.logs.String(), "could not destroy the instance") || !strings.Contains(env.logs.String(), id) {
+		t.Fatalf("log does not name instance %s:\n%s", id, env.logs)
+	}
+	var found bool
+	for _, inst := range env.emu.Instances() {
+		if inst.ID == id && inst.Status == "RUNNING" {
+			found = true
+			if until := time.Until(inst.Deadline); until < 5*time.Minute || until > 20*time.Minute {
+				t.Fatalf("leftover VM's deadline is %v away; want timeout + 5m", until)
+			}
+		}
+	}
+	if !found {
+		t.Fatalf("instance %s should still be running after the failed destroy", id)
+	}
+	env.emu.ClearFaults()
+	if err := env.driver.client.DestroyInstance(context.Background(), &DestroyInstanceRequest{InstanceID: id}); err != nil {
+		t.Fatal(err)
+	}
+}
