@@ -35,6 +35,7 @@ type Driver struct {
 	client *Client
 	logger *slog.Logger
 	slots  *semaphore.Weighted // nil: no limit
+	pool   *warmPool           // nil: no warm pool
 	// newID and now are randomID and time.Now; fixture recordings replace
 	// them so that what goes over the wire repeats byte for byte.
 	newID func() string
@@ -97,7 +98,7 @@ func New(cfg Config, opts ...DriverOption) (*Driver, error) {
 		d.slots = semaphore.NewWeighted(int64(cfg.MaxConcurrent))
 	}
 	if cfg.WarmPool > 0 {
-		return nil, &ConfigError{[]Problem{{"warmPool", "the warm pool is not available in this version; leave warmPool at 0"}}}
+		d.pool = newWarmPool(d)
 	}
 	return d, nil
 }
@@ -109,9 +110,13 @@ func (d *Driver) Type() string { return DriverType }
 func (d *Driver) Config() Config { return d.cfg }
 
 // Shutdown destroys idle pooled instances and waits for the driver's
-// background work. Executions in flight are not interrupted.
+// background work. Executions in flight are not interrupted. A Driver with
+// a warm pool must be shut down, or its idle VMs live until their deadline.
 func (d *Driver) Shutdown(ctx context.Context) error {
-	return nil
+	if d.pool == nil {
+		return nil
+	}
+	return d.pool.shutdown(ctx)
 }
 
 // Execute runs req on a fresh instance and returns its result. The instance
@@ -207,6 +212,8 @@ type execution struct {
 	runID string
 	mode  mode
 	inst  *DescribeInstanceResponse
+	// pooled: inst came from the warm pool.
+	pooled bool
 }
 
 func (x *execution) image() string {
@@ -233,6 +240,9 @@ func (x *execution) run(ctx context.Context) (err error) {
 		return err
 	}
 	x.inst = inst
+	if x.pooled && inst.Metadata != nil && !inst.Metadata.CreatedAt.IsZero() {
+		created = inst.Metadata.CreatedAt.Time // its idle time is paid for too
+	}
 	vcpu, gb := cfg.shape()
 	x.res.Metadata = &ResultMetadata{InstanceID: inst.InstanceID(), Region: cfg.Region, MachineType: cfg.MachineType, Arch: cfg.Arch, BootMs: bootMs}
 	defer func() {
@@ -246,6 +256,16 @@ func (x *execution) run(ctx context.Context) (err error) {
 		x.d.logger.Info("cost", "instance", m.InstanceID, "unitMinutes", m.UnitMinutes,
 			"estimatedCostUsd", strconv.FormatFloat(m.EstimatedCostUSD, 'f', -1, 64), "seconds", math.Round(elapsed.Seconds()*1000)/1000)
 	}()
+	if x.pooled {
+		// The deadline renewal runs beside the work, off the critical path,
+		// and ends before the destroy.
+		renewed := make(chan struct{})
+		go func() {
+			defer close(renewed)
+			x.d.pool.renew(ctx, inst.InstanceID())
+		}()
+		defer func() { <-renewed }()
+	}
 	switch x.mode {
 	case modeBundle:
 		return x.runBundle(ctx, upload)
@@ -254,8 +274,16 @@ func (x *execution) run(ctx context.Context) (err error) {
 	}
 }
 
-// acquireInstance creates a fresh instance and waits until it runs.
+// acquireInstance takes a booted instance from the warm pool, or creates a
+// fresh one and waits until it runs.
 func (x *execution) acquireInstance(ctx context.Context) (*DescribeInstanceResponse, int64, error) {
+	if x.d.pool != nil {
+		if inst, ok := x.d.pool.take(x.image()); ok {
+			x.pooled = true
+			x.d.logger.Info("instance ready", "instance", inst.InstanceID(), "bootMs", 0, "pooled", true)
+			return inst, 0, nil
+		}
+	}
 	began := time.Now()
 	inst, err := x.d.createInstance(ctx, x.image(), x.labels())
 	if err != nil {

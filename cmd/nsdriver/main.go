@@ -17,6 +17,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/swamp-club/nsdriver"
 )
@@ -92,6 +93,13 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	return exitDriver
 }
 
+// shutdown destroys a warm pool's idle VMs, if any, on the way out.
+func shutdown(d *nsdriver.Driver) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_ = d.Shutdown(ctx)
+}
+
 // shellJoin makes the script for `run`: one argument verbatim, several each
 // single-quoted and joined by spaces.
 func shellJoin(args []string) string {
@@ -126,6 +134,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) (int, 
 	if err != nil {
 		return 0, err
 	}
+	defer shutdown(d)
 	logLine := c.workloadLine(stderr)
 	req := nsdriver.ExecutionRequest{ProtocolVersion: 1, ModelType: "nsdriver/cli", ModelID: "cli", MethodName: "run",
 		MethodArgs: map[string]any{"run": shellJoin(c.fs.Args())}}
@@ -186,6 +195,7 @@ func cmdExec(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	if err != nil {
 		return failed(exitUsage, nsdriver.UserMessage(err))
 	}
+	defer shutdown(d)
 	res := d.Execute(ctx, req, nsdriver.Callbacks{OnLog: c.workloadLine(stderr)})
 	writeResult(res)
 	if res.Status != nsdriver.StatusSuccess {

@@ -1,0 +1,156 @@
+package nsdriver
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"sync"
+	"time"
+)
+
+// warmPool keeps cfg.WarmPool booted instances per container image ahead of
+// demand (design.md decision 9). An execution takes one, uses it once and
+// destroys it; a replacement boots in the background. Per-run data travels
+// only in RunCommand's env fields, so a pooled VM carries nothing of a run
+// before it is taken.
+type warmPool struct {
+	d      *Driver
+	ctx    context.Context // ends with Shutdown; fills stop then
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu     sync.Mutex
+	closed bool
+	idle   map[string][]*DescribeInstanceResponse // image → booted instances
+}
+
+// poolMinLife is how much deadline an idle instance must have left to be
+// handed out; one closer to its end is recycled.
+const poolMinLife = 30 * time.Second
+
+func newWarmPool(d *Driver) *warmPool {
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &warmPool{d: d, ctx: ctx, cancel: cancel, idle: map[string][]*DescribeInstanceResponse{}}
+	p.ensure(d.cfg.Image)
+	return p
+}
+
+// poolLabel identifies an image's pool without spelling the image out.
+func poolLabel(image string) string {
+	sum := sha256.Sum256([]byte(image))
+	return hex.EncodeToString(sum[:6])
+}
+
+// ensure starts the pool of an image the first time it is asked for.
+func (p *warmPool) ensure(image string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.idle[image]; ok || p.closed {
+		return
+	}
+	p.idle[image] = []*DescribeInstanceResponse{}
+	for range p.d.cfg.WarmPool {
+		p.fillLocked(image)
+	}
+}
+
+// fillLocked boots one instance for image in the background; callers hold mu.
+func (p *warmPool) fillLocked(image string) {
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		inst, err := p.d.createInstance(p.ctx, image, []Label{{Name: labelPrefix + "pool", Value: poolLabel(image)}})
+		if err != nil {
+			if p.ctx.Err() == nil {
+				p.d.logger.Warn("warm pool: could not create an instance", "error", err)
+			}
+			return
+		}
+		if err := p.d.waitRunning(p.ctx, inst); err != nil {
+			p.d.destroy(p.ctx, inst.InstanceID())
+			return
+		}
+		p.mu.Lock()
+		if !p.closed {
+			p.idle[image] = append(p.idle[image], inst)
+			p.mu.Unlock()
+			p.d.logger.Debug("warm pool: instance ready", "instance", inst.InstanceID())
+			return
+		}
+		p.mu.Unlock()
+		p.d.destroy(p.ctx, inst.InstanceID())
+	}()
+}
+
+// take hands out a booted instance for image, if one is ready, and starts
+// its replacement. Instances near their deadline are recycled instead.
+func (p *warmPool) take(image string) (*DescribeInstanceResponse, bool) {
+	p.ensure(image)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for !p.closed && len(p.idle[image]) > 0 {
+		inst := p.idle[image][0]
+		p.idle[image] = p.idle[image][1:]
+		p.fillLocked(image)
+		if time.Until(inst.Metadata.Deadline.Time) > poolMinLife {
+			return inst, true
+		}
+		p.recycleLocked(inst.InstanceID())
+	}
+	return nil, false
+}
+
+func (p *warmPool) recycleLocked(id string) {
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		p.d.destroy(p.ctx, id)
+	}()
+}
+
+// renew moves a taken instance's deadline to now + duration, as if it had
+// just been created. It runs beside the workload.
+func (p *warmPool) renew(ctx context.Context, id string) {
+	_, err := p.d.client.ExtendInstance(ctx, &ExtendInstanceRequest{InstanceID: id,
+		NewDeadline: NewTimestamp(p.d.now().Add(time.Duration(p.d.cfg.Duration)))})
+	if err != nil && !errors.Is(err, context.Canceled) {
+		p.d.logger.Warn("warm pool: could not renew the deadline; the instance keeps its old one", "instance", id, "error", err)
+	}
+}
+
+// shutdown stops filling, destroys idle instances and waits for every
+// background goroutine.
+func (p *warmPool) shutdown(ctx context.Context) error {
+	p.mu.Lock()
+	p.closed = true
+	var idle []string
+	for image, insts := range p.idle {
+		for _, inst := range insts {
+			idle = append(idle, inst.InstanceID())
+		}
+		p.idle[image] = nil
+	}
+	p.mu.Unlock()
+	p.cancel()
+	var wg sync.WaitGroup
+	for _, id := range idle {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.d.destroy(ctx, id)
+		}()
+	}
+	wg.Wait()
+	done := make(chan struct{})
+	go func() {
+		p.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

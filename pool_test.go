@@ -1,0 +1,104 @@
+package nsdriver
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/swamp-club/nsdriver/nsemu"
+)
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(10 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+func (p *warmPool) idleCount(image string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.idle[image])
+}
+
+func TestWarmPoolUsesEachVMOnce(t *testing.T) {
+	env := newTestEnv(t, Config{WarmPool: 2}, nsemu.Options{BootTime: 50 * time.Millisecond})
+	pool := env.driver.pool
+	waitUntil(t, "two idle VMs", func() bool { return pool.idleCount(DefaultImage) == 2 })
+	for _, inst := range env.emu.Instances() {
+		if inst.Labels["nsdriver/pool"] != poolLabel(DefaultImage) || inst.Labels["nsdriver/run-id"] != "" {
+			t.Fatalf("pooled VM labels %v", inst.Labels)
+		}
+	}
+	used := map[string]bool{}
+	for i := range 3 {
+		waitUntil(t, "an idle VM", func() bool { return pool.idleCount(DefaultImage) > 0 })
+		res := env.driver.Execute(context.Background(), commandRequest("echo pooled"), Callbacks{})
+		if res.Status != StatusSuccess || res.Metadata.BootMs != 0 || !res.Metadata.Destroyed || string(res.Outputs[0].Content) != "pooled\n" {
+			t.Fatalf("execution %d: %+v", i, res)
+		}
+		if used[res.Metadata.InstanceID] {
+			t.Fatalf("instance %s used twice", res.Metadata.InstanceID)
+		}
+		used[res.Metadata.InstanceID] = true
+	}
+	var renewed int
+	for _, c := range env.emu.Calls() {
+		if c.Method == "ExtendInstance" && used[c.InstanceID] {
+			renewed++
+		}
+	}
+	if renewed != 3 {
+		t.Fatalf("%d of 3 taken VMs had their deadline renewed", renewed)
+	}
+	waitUntil(t, "replacements", func() bool { return pool.idleCount(DefaultImage) == 2 })
+	if err := env.driver.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if live := env.emu.LiveInstances(); len(live) != 0 {
+		t.Fatalf("Shutdown left %v", live)
+	}
+	goleak.VerifyNone(t, goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"), goleak.IgnoreAnyFunction("net/http.(*conn).serve"),
+		goleak.IgnoreCurrent())
+}
+
+func TestWarmPoolRecyclesVMsNearTheirDeadline(t *testing.T) {
+	env := newTestEnv(t, Config{WarmPool: 1}, nsemu.Options{})
+	pool := env.driver.pool
+	waitUntil(t, "an idle VM", func() bool { return pool.idleCount(DefaultImage) == 1 })
+	pool.mu.Lock()
+	stale := pool.idle[DefaultImage][0]
+	stale.Metadata.Deadline = NewTimestamp(time.Now().Add(10 * time.Second))
+	pool.mu.Unlock()
+	res := env.driver.Execute(context.Background(), commandRequest("true"), Callbacks{})
+	if res.Status != StatusSuccess || res.Metadata.InstanceID == stale.InstanceID() {
+		t.Fatalf("a VM 10 s from its deadline was handed out: %+v", res)
+	}
+	if err := env.driver.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestWarmPoolStartsPerImageOnFirstUse(t *testing.T) {
+	denoPath(t)
+	env := newTestEnv(t, Config{WarmPool: 1}, nsemu.Options{})
+	defer func() { _ = env.driver.Shutdown(context.Background()) }()
+	pool := env.driver.pool
+	if n := pool.idleCount(DefaultBundleImage); n != 0 {
+		t.Fatalf("bundle pool started early with %d", n)
+	}
+	res := env.driver.Execute(context.Background(), bundleRequest(testModel, "everything"), Callbacks{})
+	if res.Status != StatusSuccess || res.Metadata.BootMs == 0 {
+		t.Fatalf("first bundle run should boot cold: %+v", res)
+	}
+	waitUntil(t, "a pooled bundle VM", func() bool { return pool.idleCount(DefaultBundleImage) == 1 })
+	res = env.driver.Execute(context.Background(), bundleRequest(testModel, "everything"), Callbacks{})
+	if res.Status != StatusSuccess || res.Metadata.BootMs != 0 {
+		t.Fatalf("second bundle run should be pooled: %+v", res)
+	}
+}
