@@ -377,7 +377,6 @@ func BenchmarkConcurrent(b *testing.B) {
 	}
 }
 
-
 func TestGeneratedBundleRuns(t *testing.T) {
 	denoPath(t)
 	env := newTestEnv(t, Config{}, nsemu.Options{})
