@@ -131,11 +131,7 @@ type benchEnv struct {
 
 func newBenchEnv(b *testing.B) *benchEnv {
 	b.Helper()
-	emu, err := nsemu.Start(nsemu.Options{RTT: *benchRTT, BootTime: *benchBoot, DefaultPath: emuPath()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = emu.Close() })
+	emu := startTestEmu(b, nsemu.Options{RTT: *benchRTT, BootTime: *benchBoot})
 	counter := &countingTransport{next: defaultTransport}
 	c, err := NewClient(WithEndpoint(emu.URL()), WithToken(emu.Token()), WithHTTPClient(&http.Client{Transport: counter}))
 	if err != nil {

@@ -159,11 +159,13 @@ func tail(s string, n int) string {
 }
 
 // frameScanner splits the runner's stdout into log lines and the result
-// document between "<marker>-BEGIN" and "<marker>-END" lines.
+// document between "<marker>-BEGIN" and "<marker>-END" lines. Lines are not
+// cut into pieces: the document is one long line, and stdout as a whole is
+// already capped by maxOutputBytes.
 type frameScanner struct {
 	marker  string
 	onLine  func(string)
-	partial []byte
+	lines   lineSplitter
 	inFrame bool
 	doc     bytes.Buffer
 	done    bool
@@ -171,22 +173,14 @@ type frameScanner struct {
 }
 
 func (f *frameScanner) write(data []byte) {
-	f.partial = append(f.partial, data...)
-	for {
-		i := bytes.IndexByte(f.partial, '\n')
-		if i < 0 {
-			return
-		}
-		f.line(string(f.partial[:i]))
-		f.partial = f.partial[i+1:]
+	if f.lines.emit == nil {
+		f.lines.emit = f.line
 	}
+	f.lines.write(data)
 }
 
 func (f *frameScanner) flush() {
-	if len(f.partial) > 0 {
-		f.line(string(f.partial))
-		f.partial = nil
-	}
+	f.lines.flush()
 	if f.inFrame {
 		f.broken = true
 	}
@@ -202,7 +196,7 @@ func (f *frameScanner) line(line string) {
 	case line == f.marker+"-BEGIN" && !f.done && f.marker != "":
 		f.inFrame = true
 	case strings.TrimSpace(line) != "":
-		f.onLine(strings.TrimSuffix(line, "\r"))
+		f.onLine(line)
 	}
 }
 

@@ -120,7 +120,7 @@ func (x *execution) stream(ctx context.Context, argv []string, env []Environment
 	defer cancel(nil)
 	limit := x.d.cfg.MaxOutputBytes
 	out := &streamed{}
-	lines := lineSplitter{emit: x.logLine}
+	lines := lineSplitter{emit: x.logLine, max: maxLineBytes}
 	x.d.logger.Info("running", "instance", x.inst.InstanceID())
 	began := time.Now()
 	code, err := x.d.client.RunCommand(ctx, x.inst.CommandEndpoint(), x.commandRequest(argv, env), func(s OutputStream, data []byte) {
@@ -160,9 +160,10 @@ func (x *execution) logLine(line string) {
 }
 
 // lineSplitter turns chunks into lines; a partial last line waits for
-// flush, and an overlong one is emitted in maxLineBytes pieces.
+// flush. With max set, an overlong line is emitted in pieces of that size.
 type lineSplitter struct {
 	buf  []byte
+	max  int
 	emit func(string)
 }
 
@@ -176,9 +177,9 @@ func (l *lineSplitter) write(data []byte) {
 		l.emit(strings.TrimSuffix(string(l.buf[:i]), "\r"))
 		l.buf = l.buf[i+1:]
 	}
-	for len(l.buf) >= maxLineBytes {
-		l.emit(string(l.buf[:maxLineBytes]))
-		l.buf = l.buf[maxLineBytes:]
+	for l.max > 0 && len(l.buf) >= l.max {
+		l.emit(string(l.buf[:l.max]))
+		l.buf = l.buf[l.max:]
 	}
 }
 

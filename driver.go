@@ -223,9 +223,8 @@ func (x *execution) image() string {
 	return x.d.cfg.Image
 }
 
-// run creates the instance, does the work and always destroys it.
+// run gets an instance, does the work and always destroys it.
 func (x *execution) run(ctx context.Context) (err error) {
-	cfg := x.d.cfg
 	var upload func() (*bundleUpload, error)
 	if x.mode == modeBundle {
 		// Checked before any VM exists; packing overlaps the boot.
@@ -234,28 +233,19 @@ func (x *execution) run(ctx context.Context) (err error) {
 		}
 		defer func() { _, _ = upload() }()
 	}
-	created := time.Now()
-	inst, bootMs, err := x.acquireInstance(ctx)
+	began := time.Now()
+	inst, err := x.acquireInstance(ctx)
 	if err != nil {
 		return err
 	}
 	x.inst = inst
+	created := began
 	if x.pooled && inst.Metadata != nil && !inst.Metadata.CreatedAt.IsZero() {
 		created = inst.Metadata.CreatedAt.Time // its idle time is paid for too
 	}
-	vcpu, gb := cfg.shape()
-	x.res.Metadata = &ResultMetadata{InstanceID: inst.InstanceID(), Region: cfg.Region, MachineType: cfg.MachineType, Arch: cfg.Arch, BootMs: bootMs}
-	defer func() {
-		destroyed := x.d.destroy(ctx, inst.InstanceID())
-		elapsed := time.Since(created)
-		unit := math.Max(float64(vcpu), float64(gb)/2) * elapsed.Seconds() / 60
-		m := x.res.Metadata
-		m.Destroyed = destroyed
-		m.UnitMinutes = math.Round(unit*1e6) / 1e6
-		m.EstimatedCostUSD = math.Round(unit*costPerUnitMin*1e9) / 1e9
-		x.d.logger.Info("cost", "instance", m.InstanceID, "unitMinutes", m.UnitMinutes,
-			"estimatedCostUsd", strconv.FormatFloat(m.EstimatedCostUSD, 'f', -1, 64), "seconds", math.Round(elapsed.Seconds()*1000)/1000)
-	}()
+	cfg := x.d.cfg
+	x.res.Metadata = &ResultMetadata{InstanceID: inst.InstanceID(), Region: cfg.Region, MachineType: cfg.MachineType, Arch: cfg.Arch}
+	defer x.destroyAndCost(ctx, created)
 	if x.pooled {
 		// The deadline renewal runs beside the work, off the critical path,
 		// and ends before the destroy.
@@ -265,6 +255,12 @@ func (x *execution) run(ctx context.Context) (err error) {
 			x.d.pool.renew(ctx, inst.InstanceID())
 		}()
 		defer func() { <-renewed }()
+	} else {
+		if err := x.d.waitRunning(ctx, inst); err != nil {
+			return err
+		}
+		x.res.Metadata.BootMs = time.Since(began).Milliseconds()
+		x.d.logger.Info("instance ready", "instance", inst.InstanceID(), "bootMs", x.res.Metadata.BootMs)
 	}
 	switch x.mode {
 	case modeBundle:
@@ -275,29 +271,30 @@ func (x *execution) run(ctx context.Context) (err error) {
 }
 
 // acquireInstance takes a booted instance from the warm pool, or creates a
-// fresh one and waits until it runs.
-func (x *execution) acquireInstance(ctx context.Context) (*DescribeInstanceResponse, int64, error) {
+// fresh one (which run then waits for).
+func (x *execution) acquireInstance(ctx context.Context) (*DescribeInstanceResponse, error) {
 	if x.d.pool != nil {
 		if inst, ok := x.d.pool.take(x.image()); ok {
 			x.pooled = true
 			x.d.logger.Info("instance ready", "instance", inst.InstanceID(), "bootMs", 0, "pooled", true)
-			return inst, 0, nil
+			return inst, nil
 		}
 	}
-	began := time.Now()
-	inst, err := x.d.createInstance(ctx, x.image(), x.labels())
-	if err != nil {
-		return nil, 0, err
-	}
-	if err := x.d.waitRunning(ctx, inst); err != nil {
-		// The instance exists: destroy it before reporting.
-		x.res.Metadata = &ResultMetadata{InstanceID: inst.InstanceID(), Region: x.d.cfg.Region, MachineType: x.d.cfg.MachineType, Arch: x.d.cfg.Arch}
-		x.res.Metadata.Destroyed = x.d.destroy(ctx, inst.InstanceID())
-		return nil, 0, err
-	}
-	bootMs := time.Since(began).Milliseconds()
-	x.d.logger.Info("instance ready", "instance", inst.InstanceID(), "bootMs", bootMs)
-	return inst, bootMs, nil
+	return x.d.createInstance(ctx, x.image(), x.labels())
+}
+
+// destroyAndCost destroys the instance and fills in what it cost: unit
+// minutes from its creation to the end of the destroy.
+func (x *execution) destroyAndCost(ctx context.Context, created time.Time) {
+	m := x.res.Metadata
+	m.Destroyed = x.d.destroy(ctx, m.InstanceID)
+	elapsed := time.Since(created)
+	vcpu, gb := x.d.cfg.shape()
+	unit := math.Max(float64(vcpu), float64(gb)/2) * elapsed.Seconds() / 60
+	m.UnitMinutes = math.Round(unit*1e6) / 1e6
+	m.EstimatedCostUSD = math.Round(unit*costPerUnitMin*1e9) / 1e9
+	x.d.logger.Info("cost", "instance", m.InstanceID, "unitMinutes", m.UnitMinutes,
+		"estimatedCostUsd", strconv.FormatFloat(m.EstimatedCostUSD, 'f', -1, 64), "seconds", math.Round(elapsed.Seconds()*1000)/1000)
 }
 
 func (x *execution) labels() []Label {

@@ -42,6 +42,21 @@ func emuPath() string {
 	return os.Getenv("PATH")
 }
 
+// startTestEmu starts nsemu (images see emuPath unless opts say otherwise)
+// and closes it when the test ends.
+func startTestEmu(t testing.TB, opts nsemu.Options) *nsemu.Server {
+	t.Helper()
+	if opts.DefaultPath == "" {
+		opts.DefaultPath = emuPath()
+	}
+	emu, err := nsemu.Start(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = emu.Close() })
+	return emu
+}
+
 type testEnv struct {
 	emu    *nsemu.Server
 	driver *Driver
@@ -69,14 +84,7 @@ func (s *syncBuffer) String() string {
 // instance is left alive.
 func newTestEnv(t testing.TB, cfg Config, opts nsemu.Options) *testEnv {
 	t.Helper()
-	if opts.DefaultPath == "" {
-		opts.DefaultPath = emuPath()
-	}
-	emu, err := nsemu.Start(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = emu.Close() })
+	emu := startTestEmu(t, opts)
 	cfg.Endpoint, cfg.Token = emu.URL(), emu.Token()
 	logs := &syncBuffer{}
 	d, err := New(cfg, WithDriverLogger(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))),

@@ -13,11 +13,7 @@ import (
 
 func startEmu(t *testing.T, opts nsemu.Options) (*nsemu.Server, *Client) {
 	t.Helper()
-	emu, err := nsemu.Start(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = emu.Close() })
+	emu := startTestEmu(t, opts)
 	c, err := NewClient(WithEndpoint(emu.URL()), WithToken(emu.Token()),
 		WithRetryPolicy(RetryPolicy{MaxAttempts: 3, InitialBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond}))
 	if err != nil {

@@ -29,11 +29,7 @@ const (
 // secret and looks for them in every log line, error, result and recording.
 func TestSecretsNeverLeak(t *testing.T) {
 	denoPath(t)
-	emu, err := nsemu.Start(nsemu.Options{Token: hygieneToken, DefaultPath: emuPath()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer emu.Close()
+	emu := startTestEmu(t, nsemu.Options{Token: hygieneToken})
 	var logs syncBuffer
 	logger := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	cfg := Config{Endpoint: emu.URL(), Token: hygieneToken, Env: map[string]string{"SECRET": hygieneSecret}}

@@ -362,14 +362,7 @@ func useCassetteIn(t *testing.T, dir, name string, setup cassetteSetup, record b
 		} else {
 			opts := setup.emu
 			opts.Seed, opts.Clock = 7, func() time.Time { return recordClock }
-			if opts.DefaultPath == "" {
-				opts.DefaultPath = emuPath()
-			}
-			emu, err := nsemu.Start(opts)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = emu.Close() })
+			emu := startTestEmu(t, opts)
 			run.emu, run.endpoint, run.token = emu, emu.URL(), emu.Token()
 			entry = manifestEntry{RecordedAgainst: nsemu.Version, Seed: 7, Clock: recordClock.Format(time.RFC3339)}
 		}
