@@ -129,7 +129,7 @@ func (d *Driver) Execute(ctx context.Context, req ExecutionRequest, cb Callbacks
 	defer func() {
 		if r := recover(); r != nil {
 			d.logger.Error("execution panicked", "panic", fmt.Sprint(r))
-			res.fail(fmt.Errorf("%w: %v; the instance was destroyed (check the Callbacks)", ErrPanicked, r))
+			res.fail(fmt.Errorf("%w: %v (check the Callbacks)", ErrPanicked, r))
 		}
 		res.DurationMs = time.Since(start).Milliseconds()
 	}()
