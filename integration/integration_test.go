@@ -167,3 +167,26 @@ func TestAPIAssumptions(t *testing.T) {
 		t.Errorf("~2 MiB request: %d %v", code, err)
 	}
 }
+
+// Assumption: vCPU in {2,4,8,16,32} with a power-of-two GB is accepted; a
+// sample of the shapes users pick (each created and destroyed at once).
+func TestShapesAccepted(t *testing.T) {
+	cfg := liveConfig(t)
+	c := liveClient(t, cfg)
+	ctx := context.Background()
+	for _, shape := range [][2]int32{{2, 2}, {2, 16}, {4, 8}, {8, 16}, {16, 32}} {
+		inst, err := c.CreateInstance(ctx, &nsdriver.CreateInstanceRequest{
+			Shape:      &nsdriver.InstanceShape{VirtualCPU: shape[0], MemoryMegabytes: shape[1] * 1024, MachineArch: "amd64", OS: "linux"},
+			Labels:     []nsdriver.Label{{Name: runLabel, Value: cfg.Labels[runLabel]}},
+			Deadline:   nsdriver.NewTimestamp(time.Now().Add(5 * time.Minute)),
+			Containers: []nsdriver.ContainerRequest{{Name: "main", KnownImageID: "builtin:base", Args: []string{"sleep", "infinity"}}},
+		})
+		if err != nil {
+			t.Errorf("%dx%d: %v", shape[0], shape[1], err)
+			continue
+		}
+		if err := c.DestroyInstance(ctx, &nsdriver.DestroyInstanceRequest{InstanceID: inst.InstanceID()}); err != nil {
+			t.Errorf("destroying %s: %v", inst.InstanceID(), err)
+		}
+	}
+}

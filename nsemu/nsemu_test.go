@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strconv"
 	"strings"
@@ -512,5 +513,26 @@ func TestUnimplemented(t *testing.T) {
 	_, err := h.compute.SuspendInstance(context.Background(), authed(h, &pb.SuspendInstanceRequest{InstanceId: "x"}))
 	if code(err) != connect.CodeUnimplemented {
 		t.Fatalf("got %v, want unimplemented", err)
+	}
+}
+
+func TestNewHandlerEmbeds(t *testing.T) {
+	srv, err := NewHandler(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv.Handler())
+	defer ts.Close()
+	defer srv.Close()
+	srv.SetURL(ts.URL)
+	h := &harness{srv: srv, token: srv.Token(), compute: computev1betaconnect.NewComputeServiceClient(http.DefaultClient, ts.URL, connect.WithProtoJSON())}
+	inst := h.running(t)
+	if !strings.HasPrefix(inst.ExtendedMetadata.CommandServiceEndpoint, ts.URL+"/instances/") {
+		t.Fatalf("command endpoint %q is not under %s", inst.ExtendedMetadata.CommandServiceEndpoint, ts.URL)
+	}
+	resp, err := h.command(t, inst.ExtendedMetadata.CommandServiceEndpoint).RunCommandSync(context.Background(), authed(h, &pb.RunCommandRequest{
+		InstanceId: inst.Metadata.InstanceId, TargetContainerName: "main", Command: &pb.Command{Command: []string{"echo", "embedded"}}}))
+	if err != nil || string(resp.Msg.Stdout) != "embedded\n" {
+		t.Fatalf("%v %v", resp, err)
 	}
 }

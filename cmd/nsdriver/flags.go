@@ -180,6 +180,16 @@ func (c *common) workloadLine(stderr io.Writer) func(string) {
 	return func(line string) { fmt.Fprintln(stderr, line) }
 }
 
+// notice writes one line for the user, even under --quiet: as a JSON
+// record with --json-logs, else as "nsdriver: …".
+func (c *common) notice(stderr io.Writer, msg string) {
+	if c.jsonLogs {
+		slog.New(slog.NewJSONHandler(stderr, nil)).Warn(msg, "source", "driver")
+		return
+	}
+	fmt.Fprintln(stderr, "nsdriver: "+msg)
+}
+
 // target is where the driver will run: Namespace, or an in-process emulator.
 type target struct {
 	emu   *nsemu.Server
@@ -201,7 +211,7 @@ func (c *common) connect(cfg *nsdriver.Config, allowFallback bool, stderr io.Wri
 		if !allowFallback {
 			return nil, usageError{fmt.Sprintf("%s needs a Namespace token: set NAMESPACE_TOKEN, pass --token or --token-file, run `nsc login`, or pass --emulator to use the local emulator", command)}
 		}
-		fmt.Fprintln(stderr, "nsdriver: no Namespace token found; using the built-in emulator: the command runs on this machine, not in a VM (set NAMESPACE_TOKEN or run `nsc login` to use Namespace)")
+		c.notice(stderr, "no Namespace token found; using the built-in emulator: the command runs on this machine, not in a VM (set NAMESPACE_TOKEN or run `nsc login` to use Namespace)")
 	}
 	emu, err := nsemu.Start(nsemu.Options{DefaultPath: emulatorPath()})
 	if err != nil {

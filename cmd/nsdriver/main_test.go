@@ -117,9 +117,6 @@ func TestRunJSONLogs(t *testing.T) {
 	r := nsd(t, "", "run", "--json-logs", "--", "echo workload-line >&2")
 	sources := map[string]bool{}
 	for _, line := range strings.Split(strings.TrimSpace(r.stderr), "\n") {
-		if strings.HasPrefix(line, "nsdriver: no Namespace token") {
-			continue
-		}
 		var rec map[string]any
 		if err := json.Unmarshal([]byte(line), &rec); err != nil {
 			t.Fatalf("stderr line is not JSON: %q", line)
