@@ -167,7 +167,7 @@ func (c *computeService) CreateInstance(ctx context.Context, req *connect.Reques
 		}
 		s.afterFunc(s.opts.BootTime, func() { s.transition(id, pb.InstanceMetadata_CREATING, final) })
 	})
-	inst.deadline = s.afterFunc(deadline.Sub(now), func() { s.destroy(id, "deadline") })
+	inst.deadline = s.afterFunc(deadline.Sub(now), func() { s.destroy(id) })
 	return connect.NewResponse(s.describe(inst)), nil
 }
 
@@ -303,13 +303,13 @@ func (c *computeService) DestroyInstance(ctx context.Context, req *connect.Reque
 	if err != nil {
 		return nil, err
 	}
-	s.destroy(req.Msg.InstanceId, req.Msg.Reason)
+	s.destroy(req.Msg.InstanceId)
 	return connect.NewResponse(&emptypb.Empty{}), nil
 }
 
 // destroy kills an instance's processes and walks it to DESTROYED, then
 // forgets it after the grace period. Destroying twice is harmless.
-func (s *Server) destroy(id, reason string) {
+func (s *Server) destroy(id string) {
 	s.mu.Lock()
 	inst, ok := s.instances[id]
 	if !ok || gone(inst.meta.Status) {
@@ -342,7 +342,6 @@ func (s *Server) destroy(id, reason string) {
 	for _, p := range procs {
 		p.kill()
 	}
-	_ = reason
 }
 
 func (c *computeService) ExtendInstance(ctx context.Context, req *connect.Request[pb.ExtendInstanceRequest]) (*connect.Response[pb.ExtendInstanceResponse], error) {
@@ -385,7 +384,7 @@ func (c *computeService) ExtendInstance(ctx context.Context, req *connect.Reques
 		delete(s.timers, inst.deadline)
 	}
 	id := m.InstanceId
-	inst.deadline = s.afterFunc(deadline.Sub(now), func() { s.destroy(id, "deadline") })
+	inst.deadline = s.afterFunc(deadline.Sub(now), func() { s.destroy(id) })
 	return connect.NewResponse(&pb.ExtendInstanceResponse{NewDeadline: inst.meta.Deadline}), nil
 }
 
