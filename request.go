@@ -171,7 +171,9 @@ const (
 type Callbacks struct {
 	// OnLog gets each stderr line (without its newline).
 	OnLog func(line string)
-	// OnStdout gets each chunk of stdout.
+	// OnStdout gets each chunk of stdout in command mode. In bundle mode
+	// stdout carries the framed result; anything else printed there
+	// arrives through OnLog as lines.
 	OnStdout func(chunk []byte)
 }
 
