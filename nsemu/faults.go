@@ -41,16 +41,11 @@ type Fault struct {
 	Drop bool
 }
 
-type faultState struct {
-	Fault
-	hits int
-}
-
 // InjectFault adds a fault at run time.
 func (s *Server) InjectFault(f Fault) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.faults = append(s.faults, &faultState{Fault: f})
+	s.faults = append(s.faults, f)
 }
 
 // ClearFaults removes every fault.
@@ -69,9 +64,7 @@ func (s *Server) matchFault(method string, n int) *Fault {
 			count = 1
 		}
 		if f.Method == method && n >= nth && (count < 0 || n < nth+count) {
-			f.hits++
-			fault := f.Fault
-			return &fault
+			return &f
 		}
 	}
 	return nil

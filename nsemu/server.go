@@ -82,7 +82,7 @@ type Server struct {
 	instances map[string]*instance
 	order     []string // instance ids in creation order, for pagination
 	timers    map[*time.Timer]struct{}
-	faults    []*faultState
+	faults    []Fault
 	counts    map[string]int
 	calls     []Call
 	commands  []CommandRun
@@ -159,9 +159,7 @@ func NewHandler(opts Options) (*Server, error) {
 		seed = mrand.Uint64()
 	}
 	s.rng = mrand.New(mrand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	for _, f := range opts.Faults {
-		s.faults = append(s.faults, &faultState{Fault: f})
-	}
+	s.faults = append([]Fault(nil), opts.Faults...)
 
 	handlerOpts := []connect.HandlerOption{
 		connect.WithCodec(strictJSON{name: "json"}),
