@@ -116,16 +116,16 @@ func TestBundleUnknownAndThrowingMethods(t *testing.T) {
 	env := newTestEnv(t, Config{}, nsemu.Options{})
 	res := env.driver.Execute(context.Background(), bundleRequest(testModel, "nope"), Callbacks{})
 	var we *WorkloadError
-	if res.Status != StatusFailed || !errors.As(res.Err, &we) || we.ExitCode != 1 ||
+	if res.Status != StatusFailed || !errors.As(res.Err, &we) || we.ExitCode != runnerUnknownMethod ||
 		!strings.Contains(res.Error, `unknown method "nope"`) || !strings.Contains(res.Error, "everything, boom, exitEarly") {
 		t.Fatalf("unknown: %+v", res)
 	}
 	res = env.driver.Execute(context.Background(), bundleRequest(testModel, "boom"), Callbacks{})
-	if res.Status != StatusFailed || !errors.As(res.Err, &we) || we.ExitCode != 2 || !strings.Contains(res.Error, "kaboom from the model") || len(res.Outputs) != 0 {
+	if res.Status != StatusFailed || !errors.As(res.Err, &we) || we.ExitCode != runnerMethodThrew || !strings.Contains(res.Error, "kaboom from the model") || len(res.Outputs) != 0 {
 		t.Fatalf("throwing: %+v", res)
 	}
 	res = env.driver.Execute(context.Background(), bundleRequest("this is not javascript {", "x"), Callbacks{})
-	if res.Status != StatusFailed || !errors.As(res.Err, &we) || we.ExitCode != 3 || !strings.Contains(res.Error, "could not be loaded") {
+	if res.Status != StatusFailed || !errors.As(res.Err, &we) || we.ExitCode != runnerLoadFailed || !strings.Contains(res.Error, "could not be loaded") {
 		t.Fatalf("not a module: %+v", res)
 	}
 }

@@ -63,8 +63,6 @@ func packFiles(files []file) ([]byte, error) {
 type uploadPlan struct {
 	spills [][]string
 	final  []string
-	// wireBytes is the base64 payload size, for progress and benchmarks.
-	wireBytes int
 }
 
 // runDirExpr is the shell expression of an execution's private directory.
@@ -100,7 +98,7 @@ func planUpload(runID string, archive []byte, then string, env []EnvironmentVari
 	// What does not fit into the final call spills into earlier ones.
 	finalShare := min(len(encoded), partsCapacity(finalRoom))
 	spilled, last := encoded[:len(encoded)-finalShare], encoded[len(encoded)-finalShare:]
-	plan := uploadPlan{wireBytes: len(encoded)}
+	var plan uploadPlan
 	for len(spilled) > 0 {
 		n := min(len(spilled), partsCapacity(spillRoom))
 		plan.spills = append(plan.spills, append([]string{"sh", "-c", spillScript, "sh"}, splitArgs(spilled[:n])...))
