@@ -124,24 +124,14 @@ func (p *warmPool) renew(ctx context.Context, id string) {
 func (p *warmPool) shutdown(ctx context.Context) error {
 	p.mu.Lock()
 	p.closed = true
-	var idle []string
 	for image, insts := range p.idle {
 		for _, inst := range insts {
-			idle = append(idle, inst.InstanceID())
+			p.recycleLocked(inst.InstanceID())
 		}
 		p.idle[image] = nil
 	}
 	p.mu.Unlock()
-	p.cancel()
-	var wg sync.WaitGroup
-	for _, id := range idle {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			p.d.destroy(ctx, id)
-		}()
-	}
-	wg.Wait()
+	p.cancel() // destroy detaches from it, so the recycling goes on
 	done := make(chan struct{})
 	go func() {
 		p.wg.Wait()
