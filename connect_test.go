@@ -15,8 +15,6 @@ import (
 	"time"
 )
 
-func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
-
 func collect(t *testing.T, r io.Reader) ([]string, error) {
 	t.Helper()
 	var msgs []string

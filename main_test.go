@@ -1,6 +1,7 @@
 package nsdriver
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"io"
@@ -58,7 +59,7 @@ func newFakeAPI(t *testing.T, handler http.HandlerFunc) *fakeAPI {
 		f.mu.Lock()
 		f.reqs = append(f.reqs, recorded{Path: r.URL.Path, Header: r.Header.Clone(), Body: body})
 		f.mu.Unlock()
-		r.Body = io.NopCloser(bytesReader(body))
+		r.Body = io.NopCloser(bytes.NewReader(body))
 		handler(w, r)
 	}))
 	t.Cleanup(f.Close)

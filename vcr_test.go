@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -289,8 +290,11 @@ func matcher(secrets []string) cassette.MatcherFunc {
 }
 
 func pathOf(raw string) string {
-	_, rest, _ := strings.Cut(strings.TrimPrefix(strings.TrimPrefix(raw, "http://"), "https://"), "/")
-	return "/" + strings.SplitN(rest, "?", 2)[0]
+	u, err := url.Parse(raw)
+	if err != nil {
+		return ""
+	}
+	return u.Path
 }
 
 // cassetteSetup is how a test's cassette is recorded.
