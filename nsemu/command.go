@@ -50,25 +50,26 @@ type chunk struct {
 	data   []byte
 }
 
-// prepare resolves the target and checks the command; it starts nothing.
-func (s *Server) prepare(ctx context.Context, req *pb.RunCommandRequest) (*instance, *container, *exec.Cmd, error) {
+// prepare resolves the target container and checks the command; it starts
+// nothing.
+func (s *Server) prepare(ctx context.Context, req *pb.RunCommandRequest) (*instance, *exec.Cmd, error) {
 	if id, _ := ctx.Value(endpointInstanceKey{}).(string); id != "" && req.InstanceId != "" && id != req.InstanceId {
-		return nil, nil, nil, invalid("instance_id %q does not match this command endpoint (%s)", req.InstanceId, id)
+		return nil, nil, invalid("instance_id %q does not match this command endpoint (%s)", req.InstanceId, id)
 	} else if req.InstanceId == "" {
 		req.InstanceId = id
 	}
 	argv := req.GetCommand().GetCommand()
 	if len(argv) == 0 {
-		return nil, nil, nil, invalid("command.command (the argv) is empty")
+		return nil, nil, invalid("command.command (the argv) is empty")
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	inst, err := s.lookup(req.InstanceId)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	if inst.meta.Status != pb.InstanceMetadata_RUNNING {
-		return nil, nil, nil, connect.NewError(connect.CodeFailedPrecondition,
+		return nil, nil, connect.NewError(connect.CodeFailedPrecondition,
 			fmt.Errorf("instance %s is %s, not RUNNING", req.InstanceId, inst.meta.Status))
 	}
 	var ctr *container
@@ -78,7 +79,7 @@ func (s *Server) prepare(ctx context.Context, req *pb.RunCommandRequest) (*insta
 		}
 	}
 	if ctr == nil {
-		return nil, nil, nil, connect.NewError(connect.CodeNotFound,
+		return nil, nil, connect.NewError(connect.CodeNotFound,
 			fmt.Errorf("container %q not found in instance %s", req.TargetContainerName, req.InstanceId))
 	}
 	env := append([]string{"PATH=" + ctr.path, "HOME=" + filepath.Join(ctr.dir, "home"), "TMPDIR=" + filepath.Join(ctr.dir, "tmp")}, ctr.env...)
@@ -86,11 +87,11 @@ func (s *Server) prepare(ctx context.Context, req *pb.RunCommandRequest) (*insta
 		env = append(env, e.Name+"="+e.Value)
 	}
 	if err := checkExecLimits(argv, env); err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	path, err := lookPath(argv[0], ctr.path)
 	if err != nil {
-		return nil, nil, nil, connect.NewError(connect.CodeInvalidArgument, err)
+		return nil, nil, connect.NewError(connect.CodeInvalidArgument, err)
 	}
 	cmd := &exec.Cmd{Path: path, Args: argv, Env: env, Dir: ctr.dir, SysProcAttr: &syscall.SysProcAttr{Setpgid: true}}
 	if cwd := req.Command.Cwd; cwd != "" {
@@ -98,11 +99,11 @@ func (s *Server) prepare(ctx context.Context, req *pb.RunCommandRequest) (*insta
 			cwd = filepath.Join(ctr.dir, cwd)
 		}
 		if st, err := os.Stat(cwd); err != nil || !st.IsDir() {
-			return nil, nil, nil, invalid("cwd %q does not exist in the container", req.Command.Cwd)
+			return nil, nil, invalid("cwd %q does not exist in the container", req.Command.Cwd)
 		}
 		cmd.Dir = cwd
 	}
-	return inst, ctr, cmd, nil
+	return inst, cmd, nil
 }
 
 // lookPath finds argv[0] on the image's PATH, not the emulator's.
@@ -253,7 +254,7 @@ func exitCode(st *os.ProcessState, err error) int {
 }
 
 func (c *commandService) RunCommand(ctx context.Context, req *connect.Request[pb.RunCommandRequest], stream *connect.ServerStream[pb.RunCommandResponse]) error {
-	inst, _, cmd, err := c.s.prepare(ctx, req.Msg)
+	inst, cmd, err := c.s.prepare(ctx, req.Msg)
 	if err != nil {
 		return err
 	}
@@ -267,7 +268,7 @@ func (c *commandService) RunCommand(ctx context.Context, req *connect.Request[pb
 }
 
 func (c *commandService) RunCommandSync(ctx context.Context, req *connect.Request[pb.RunCommandRequest]) (*connect.Response[pb.RunCommandSyncResponse], error) {
-	inst, _, cmd, err := c.s.prepare(ctx, req.Msg)
+	inst, cmd, err := c.s.prepare(ctx, req.Msg)
 	if err != nil {
 		return nil, err
 	}

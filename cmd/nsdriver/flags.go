@@ -170,7 +170,7 @@ func (c *common) logger(stderr io.Writer, verbose bool) *slog.Logger {
 	return slog.New(&humanHandler{w: stderr})
 }
 
-// workloadLogger writes the workload's stderr lines: verbatim, or as JSON
+// workloadLine writes the workload's stderr lines: verbatim, or as JSON
 // lines with source=workload.
 func (c *common) workloadLine(stderr io.Writer) func(string) {
 	if c.jsonLogs {
