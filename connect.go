@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -26,30 +25,6 @@ const (
 	envelopeCompressed = 0x01
 	envelopeEndStream  = 0x02
 )
-
-// RetryPolicy controls retries of idempotent calls on transient failures
-// (the Connect code unavailable, or a connection lost before any response).
-type RetryPolicy struct {
-	// MaxAttempts counts the first try; 1 disables retries.
-	MaxAttempts int
-	// InitialBackoff is the wait before the second try; it doubles per try.
-	InitialBackoff time.Duration
-	// MaxBackoff caps each wait. Each wait is jittered to 50–100 %.
-	MaxBackoff time.Duration
-}
-
-// DefaultRetryPolicy is 5 attempts, 100 ms doubling to at most 2 s.
-func DefaultRetryPolicy() RetryPolicy {
-	return RetryPolicy{MaxAttempts: 5, InitialBackoff: 100 * time.Millisecond, MaxBackoff: 2 * time.Second}
-}
-
-func (p RetryPolicy) backoff(attempt int) time.Duration {
-	d := p.InitialBackoff << min(attempt, 30)
-	if d > p.MaxBackoff || d <= 0 {
-		d = p.MaxBackoff
-	}
-	return d/2 + rand.N(d/2+1)
-}
 
 // transport speaks Connect (JSON codec) over one keep-alive http.Client.
 type transport struct {
@@ -110,80 +85,38 @@ func (t *transport) newRequest(ctx context.Context, base, procedure, contentType
 	return req, nil
 }
 
-// attemptError marks an error that may be retried for idempotent calls.
-type attemptError struct {
-	err       error
-	retryable bool
-}
-
-// call runs one attempt function with the retry policy when idempotent.
-func (t *transport) call(ctx context.Context, procedure string, idempotent bool, attempt func() attemptError) error {
-	for try := 0; ; try++ {
-		res := attempt()
-		if res.err == nil {
-			return nil
-		}
-		if !idempotent || !res.retryable || try+1 >= t.retry.MaxAttempts || ctx.Err() != nil {
-			return res.err
-		}
-		wait := t.retry.backoff(try)
-		t.logger.Debug("retrying Namespace API call", "procedure", procedure, "attempt", try+2, "after", wait, "error", res.err)
-		timer := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			timer.Stop()
-			return errors.Join(res.err, ctx.Err())
-		case <-timer.C:
-		}
-	}
-}
-
-// classify decides whether a failed attempt may be retried: only the
-// Connect code unavailable, and connections lost (transient is true for a
-// connection lost before a response or a stream cut mid-way).
-func classify(ctx context.Context, err error, transient bool) attemptError {
-	if ctx.Err() != nil {
-		return attemptError{err: err}
-	}
-	var apiErr *APIError
-	if errors.As(err, &apiErr) {
-		return attemptError{err: err, retryable: apiErr.Code == CodeUnavailable}
-	}
-	return attemptError{err: err, retryable: transient && !errors.Is(err, ErrInsecureEndpoint)}
-}
-
 // unary performs a unary Connect call.
-func (t *transport) unary(ctx context.Context, base, procedure string, in, out any, idempotent bool) error {
+func (t *transport) unary(ctx context.Context, base string, p procedure, in, out any) error {
 	body, err := marshalJSON(in)
 	if err != nil {
-		return fmt.Errorf("encoding %s request: %w", procedure, err)
+		return fmt.Errorf("encoding %s request: %w", p.path, err)
 	}
-	return t.call(ctx, procedure, idempotent, func() attemptError {
-		req, err := t.newRequest(ctx, base, procedure, "application/json", body)
+	return t.call(ctx, p, func() error {
+		req, err := t.newRequest(ctx, base, p.path, "application/json", body)
 		if err != nil {
-			return attemptError{err: err}
+			return err
 		}
 		resp, err := t.http.Do(req)
 		if err != nil {
-			return classify(ctx, fmt.Errorf("%s: %w (%w)", procedure, ErrUnreachable, err), true)
+			return fmt.Errorf("%s: %w (%w)", p.path, ErrUnreachable, err)
 		}
 		defer resp.Body.Close()
 		data, err := io.ReadAll(io.LimitReader(resp.Body, maxMessageBytes+1))
 		if err != nil {
-			return classify(ctx, fmt.Errorf("%s: reading response: %w", procedure, err), false)
+			return fmt.Errorf("%s: reading response: %w", p.path, err)
 		}
 		if len(data) > maxMessageBytes {
-			return attemptError{err: fmt.Errorf("%s: %w", procedure, ErrMessageTooLarge)}
+			return fmt.Errorf("%s: %w", p.path, ErrMessageTooLarge)
 		}
 		if resp.StatusCode != http.StatusOK {
-			return classify(ctx, fmt.Errorf("%s: %w", procedure, responseError(resp, data)), false)
+			return fmt.Errorf("%s: %w", p.path, responseError(resp, data))
 		}
 		if out != nil {
 			if err := json.Unmarshal(data, out); err != nil {
-				return attemptError{err: fmt.Errorf("%s: decoding response: %w", procedure, err)}
+				return fmt.Errorf("%s: decoding response: %w", p.path, err)
 			}
 		}
-		return attemptError{}
+		return nil
 	})
 }
 
@@ -197,24 +130,24 @@ func responseError(resp *http.Response, body []byte) *APIError {
 }
 
 // serverStream performs a server-streaming Connect call, handing each
-// message's JSON to onMessage as it arrives. When idempotent, the whole call
-// may be repeated on a transient failure, so onMessage must tolerate that.
-func (t *transport) serverStream(ctx context.Context, base, procedure string, in any, idempotent bool, onMessage func([]byte) error) error {
+// message's JSON to onMessage as it arrives. When p is idempotent, the whole
+// call may be repeated on a transient failure, so onMessage must tolerate that.
+func (t *transport) serverStream(ctx context.Context, base string, p procedure, in any, onMessage func([]byte) error) error {
 	payload, err := marshalJSON(in)
 	if err != nil {
-		return fmt.Errorf("encoding %s request: %w", procedure, err)
+		return fmt.Errorf("encoding %s request: %w", p.path, err)
 	}
 	body := make([]byte, 5+len(payload))
 	binary.BigEndian.PutUint32(body[1:5], uint32(len(payload)))
 	copy(body[5:], payload)
-	return t.call(ctx, procedure, idempotent, func() attemptError {
-		req, err := t.newRequest(ctx, base, procedure, "application/connect+json", body)
+	return t.call(ctx, p, func() error {
+		req, err := t.newRequest(ctx, base, p.path, "application/connect+json", body)
 		if err != nil {
-			return attemptError{err: err}
+			return err
 		}
 		resp, err := t.http.Do(req)
 		if err != nil {
-			return classify(ctx, fmt.Errorf("%s: %w (%w)", procedure, ErrUnreachable, err), true)
+			return fmt.Errorf("%s: %w (%w)", p.path, ErrUnreachable, err)
 		}
 		complete := false
 		defer func() {
@@ -229,15 +162,13 @@ func (t *transport) serverStream(ctx context.Context, base, procedure string, in
 		if resp.StatusCode != http.StatusOK {
 			data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 			complete = true
-			return classify(ctx, fmt.Errorf("%s: %w", procedure, responseError(resp, data)), false)
+			return fmt.Errorf("%s: %w", p.path, responseError(resp, data))
 		}
 		if err := readStream(resp.Body, onMessage); err != nil {
-			// A stream cut mid-way is as transient as a lost connection;
-			// only idempotent calls are repeated.
-			return classify(ctx, fmt.Errorf("%s: %w", procedure, err), errors.Is(err, ErrStreamTruncated))
+			return fmt.Errorf("%s: %w", p.path, err)
 		}
 		complete = true
-		return attemptError{}
+		return nil
 	})
 }
 

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"math"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -23,8 +22,7 @@ const DriverType = "@swamp/namespace"
 const (
 	labelPrefix       = "nsdriver/"
 	containerName     = "nsdriver"
-	defaultDestroyCap = 60 * time.Second
-	costPerUnitMin    = 0.0015
+		costPerUnitMin    = 0.0015
 	purposeTemplate   = "nsdriver: %s %s"
 )
 
@@ -93,7 +91,7 @@ func New(cfg Config, opts ...DriverOption) (*Driver, error) {
 			return nil, err
 		}
 	}
-	d := &Driver{cfg: cfg, client: client, logger: o.logger, newID: randomID, now: time.Now, destroyCap: defaultDestroyCap}
+	d := &Driver{cfg: cfg, client: client, logger: o.logger, newID: randomID, now: time.Now, destroyCap: DefaultDestroyCap}
 	if cfg.MaxConcurrent > 0 {
 		d.slots = semaphore.NewWeighted(int64(cfg.MaxConcurrent))
 	}
@@ -360,38 +358,18 @@ func (d *Driver) waitRunning(ctx context.Context, inst *DescribeInstanceResponse
 }
 
 // destroy destroys an instance on a context detached from the caller's
-// cancellation, retrying transient failures for up to destroyCap. It
-// reports whether the instance is gone.
+// cancellation; the client retries transient failures until destroyCap.
+// It reports whether the instance is gone.
 func (d *Driver) destroy(ctx context.Context, id string) bool {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.destroyCap)
 	defer cancel()
-	policy := d.client.t.retry
-	for attempt := 0; ; attempt++ {
-		err := d.client.DestroyInstance(ctx, &DestroyInstanceRequest{InstanceID: id, Reason: "nsdriver: execution finished"})
-		if err == nil || errors.Is(err, ErrNotFound) {
-			d.logger.Info("instance destroyed", "instance", id)
-			return true
-		}
-		if !destroyRetryable(err) || ctx.Err() != nil {
-			d.logger.Error("could not destroy the instance; it dies at its deadline, or run `nsdriver cleanup`", "instance", id, "error", err)
-			return false
-		}
-		d.logger.Warn("destroying the instance failed; retrying", "instance", id, "error", err)
-		timer := time.NewTimer(policy.backoff(attempt))
-		select {
-		case <-ctx.Done():
-			timer.Stop()
-		case <-timer.C:
-		}
+	err := d.client.DestroyInstance(ctx, &DestroyInstanceRequest{InstanceID: id, Reason: "nsdriver: execution finished"})
+	if err == nil || errors.Is(err, ErrNotFound) {
+		d.logger.Info("instance destroyed", "instance", id)
+		return true
 	}
-}
-
-func destroyRetryable(err error) bool {
-	var apiErr *APIError
-	if !errors.As(err, &apiErr) {
-		return !errors.Is(err, ErrInsecureEndpoint)
-	}
-	return slices.Contains([]Code{CodeUnavailable, CodeInternal, CodeUnknown, CodeDeadlineExceeded, CodeAborted}, apiErr.Code)
+	d.logger.Error("could not destroy the instance; it dies at its deadline, or run `nsdriver cleanup`", "instance", id, "error", err)
+	return false
 }
 
 var labelUnsafe = regexp.MustCompile(`[^a-z0-9._-]+`)

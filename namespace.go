@@ -9,15 +9,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"time"
 )
 
 // Version is the nsdriver release; it travels in the User-Agent header.
 var Version = "0.1.0-dev"
-
-const (
-	computeService = "namespace.cloud.compute.v1beta.ComputeService/"
-	commandService = "namespace.cloud.compute.v1beta.CommandService/"
-)
 
 // Client calls Namespace's Compute API (ComputeService at the regional
 // endpoint, CommandService at each instance's own endpoint) over Connect
@@ -109,10 +105,11 @@ var defaultTransport http.RoundTripper = func() http.RoundTripper {
 func (c *Client) Endpoint() string { return c.endpoint }
 
 // CreateInstance creates an instance and returns at once, before it runs.
-// It is never retried: if a response were lost, a retry would leak a VM.
+// It is repeated only when the request provably never left (the dial
+// failed): a repeat after a lost response could leave a second VM running.
 func (c *Client) CreateInstance(ctx context.Context, req *CreateInstanceRequest) (*DescribeInstanceResponse, error) {
 	var resp DescribeInstanceResponse
-	if err := c.t.unary(ctx, c.endpoint, computeService+"CreateInstance", req, &resp, false); err != nil {
+	if err := c.t.unary(ctx, c.endpoint, procCreateInstance, req, &resp); err != nil {
 		return nil, err
 	}
 	if resp.InstanceID() == "" {
@@ -127,7 +124,7 @@ func (c *Client) CreateInstance(ctx context.Context, req *CreateInstanceRequest)
 // see a status twice.
 func (c *Client) WaitInstance(ctx context.Context, req *WaitInstanceRequest, onUpdate func(*WaitInstanceResponse)) (*InstanceMetadata, error) {
 	var last *InstanceMetadata
-	err := c.t.serverStream(ctx, c.endpoint, computeService+"WaitInstance", req, true, func(msg []byte) error {
+	err := c.t.serverStream(ctx, c.endpoint, procWaitInstance, req, func(msg []byte) error {
 		var update WaitInstanceResponse
 		if err := json.Unmarshal(msg, &update); err != nil {
 			return fmt.Errorf("decoding status update: %w", err)
@@ -152,7 +149,7 @@ func (c *Client) WaitInstance(ctx context.Context, req *WaitInstanceRequest, onU
 // WaitInstanceSync waits in one unary call until the instance is RUNNING.
 func (c *Client) WaitInstanceSync(ctx context.Context, req *WaitInstanceRequest) (*WaitInstanceResponse, error) {
 	var resp WaitInstanceResponse
-	if err := c.t.unary(ctx, c.endpoint, computeService+"WaitInstanceSync", req, &resp, true); err != nil {
+	if err := c.t.unary(ctx, c.endpoint, procWaitInstanceSync, req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil
@@ -161,21 +158,32 @@ func (c *Client) WaitInstanceSync(ctx context.Context, req *WaitInstanceRequest)
 // DescribeInstance returns an instance's current description.
 func (c *Client) DescribeInstance(ctx context.Context, req *DescribeInstanceRequest) (*DescribeInstanceResponse, error) {
 	var resp DescribeInstanceResponse
-	if err := c.t.unary(ctx, c.endpoint, computeService+"DescribeInstance", req, &resp, true); err != nil {
+	if err := c.t.unary(ctx, c.endpoint, procDescribeInstance, req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil
 }
 
-// DestroyInstance destroys an instance. It is idempotent and retried.
+// DefaultDestroyCap bounds DestroyInstance's retries when its context has
+// no deadline of its own.
+const DefaultDestroyCap = 60 * time.Second
+
+// DestroyInstance destroys an instance. It is idempotent, and transient
+// failures are retried until ctx ends, or for DefaultDestroyCap when ctx
+// has no deadline: a VM left behind costs money until its deadline.
 func (c *Client) DestroyInstance(ctx context.Context, req *DestroyInstanceRequest) error {
-	return c.t.unary(ctx, c.endpoint, computeService+"DestroyInstance", req, &struct{}{}, true)
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, DefaultDestroyCap)
+		defer cancel()
+	}
+	return c.t.unary(ctx, c.endpoint, procDestroyInstance, req, &struct{}{})
 }
 
 // ListInstances returns one page of instances; see ListAllInstances.
 func (c *Client) ListInstances(ctx context.Context, req *ListInstancesRequest) (*ListInstancesResponse, error) {
 	var resp ListInstancesResponse
-	if err := c.t.unary(ctx, c.endpoint, computeService+"ListInstances", req, &resp, true); err != nil {
+	if err := c.t.unary(ctx, c.endpoint, procListInstances, req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil
@@ -203,9 +211,12 @@ func (c *Client) ListAllInstances(ctx context.Context, req *ListInstancesRequest
 // EnsureMinimum are idempotent and retried; ExtendBy is not, since a retry
 // after a lost response would extend twice.
 func (c *Client) ExtendInstance(ctx context.Context, req *ExtendInstanceRequest) (*ExtendInstanceResponse, error) {
-	idempotent := req.ExtendBy == 0 && (!req.NewDeadline.IsZero() || req.EnsureMinimum != 0)
+	p := procExtendInstanceBy
+	if req.ExtendBy == 0 && (!req.NewDeadline.IsZero() || req.EnsureMinimum != 0) {
+		p = procExtendInstanceTo
+	}
 	var resp ExtendInstanceResponse
-	if err := c.t.unary(ctx, c.endpoint, computeService+"ExtendInstance", req, &resp, idempotent); err != nil {
+	if err := c.t.unary(ctx, c.endpoint, p, req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil
@@ -214,13 +225,14 @@ func (c *Client) ExtendInstance(ctx context.Context, req *ExtendInstanceRequest)
 // RunCommand runs a command in an instance's container through the
 // instance's CommandService endpoint (DescribeInstanceResponse.CommandEndpoint),
 // handing stdout and stderr chunks to onOutput as they arrive, and returns
-// the exit code. It is never retried: the command may have side effects.
+// the exit code. Like RunCommandSync, it is repeated only when the request
+// provably never left: the command may have side effects.
 func (c *Client) RunCommand(ctx context.Context, endpoint string, req *RunCommandRequest, onOutput func(OutputStream, []byte)) (int, error) {
 	if endpoint == "" {
 		return 0, errors.New("RunCommand: the instance has no command service endpoint")
 	}
 	exitCode := -1
-	err := c.t.serverStream(ctx, endpoint, commandService+"RunCommand", req, false, func(msg []byte) error {
+	err := c.t.serverStream(ctx, endpoint, procRunCommand, req, func(msg []byte) error {
 		var out RunCommandResponse
 		if err := json.Unmarshal(msg, &out); err != nil {
 			return fmt.Errorf("decoding command output: %w", err)
@@ -248,7 +260,7 @@ func (c *Client) RunCommandSync(ctx context.Context, endpoint string, req *RunCo
 		return nil, errors.New("RunCommandSync: the instance has no command service endpoint")
 	}
 	var resp RunCommandSyncResponse
-	if err := c.t.unary(ctx, endpoint, commandService+"RunCommandSync", req, &resp, false); err != nil {
+	if err := c.t.unary(ctx, endpoint, procRunCommandSync, req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil
