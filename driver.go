@@ -20,10 +20,10 @@ import (
 const DriverType = "@swamp/namespace"
 
 const (
-	labelPrefix       = "nsdriver/"
-	containerName     = "nsdriver"
-		costPerUnitMin    = 0.0015
-	purposeTemplate   = "nsdriver: %s %s"
+	labelPrefix     = "nsdriver/"
+	containerName   = "nsdriver"
+	costPerUnitMin  = 0.0015
+	purposeTemplate = "nsdriver: %s %s"
 )
 
 // Driver runs ExecutionRequests on fresh Namespace instances. It is safe
