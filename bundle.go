@@ -44,7 +44,7 @@ func (x *execution) prepareBundle() (wait func() (*bundleUpload, error), err err
 	if err != nil {
 		return nil, fmt.Errorf("%w: methodArgs or globalArgs cannot be encoded as JSON: %w", ErrInvalidRequest, err)
 	}
-	up := &bundleUpload{marker: "NSDRIVER-RESULT-" + x.d.newID() + x.d.newID()}
+	up := &bundleUpload{marker: "NSDRIVER-RESULT-" + x.d.vms.newID() + x.d.vms.newID()}
 	up.env = append(x.env(), EnvironmentVariable{Name: "NSDRIVER_RESULT_MARKER", Value: up.marker})
 	run := `deno run --allow-all --no-prompt "$d/runner.js"`
 	if cfg.DenoSetup == DenoSetupInstall {

@@ -11,9 +11,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -96,9 +98,9 @@ func (t *transport) unary(ctx context.Context, base string, p procedure, in, out
 		if err != nil {
 			return err
 		}
-		resp, err := t.http.Do(req)
+		resp, err := t.do(req)
 		if err != nil {
-			return fmt.Errorf("%s: %w (%w)", p.path, ErrUnreachable, err)
+			return fmt.Errorf("%s: %w", p.path, err)
 		}
 		defer resp.Body.Close()
 		data, err := io.ReadAll(io.LimitReader(resp.Body, maxMessageBytes+1))
@@ -118,6 +120,22 @@ func (t *transport) unary(ctx context.Context, base string, p procedure, in, out
 		}
 		return nil
 	})
+}
+
+// do sends req. A failure before any response wraps ErrUnreachable, and
+// also errNotSent when no header was written: then the server saw nothing
+// and any procedure may be repeated.
+func (t *transport) do(req *http.Request) (*http.Response, error) {
+	var wrote atomic.Bool
+	trace := &httptrace.ClientTrace{WroteHeaders: func() { wrote.Store(true) }}
+	resp, err := t.http.Do(req.WithContext(httptrace.WithClientTrace(req.Context(), trace)))
+	if err == nil {
+		return resp, nil
+	}
+	if !wrote.Load() {
+		return nil, fmt.Errorf("%w (%w: %w)", ErrUnreachable, errNotSent, err)
+	}
+	return nil, fmt.Errorf("%w (%w)", ErrUnreachable, err)
 }
 
 // responseError decodes a non-200 response; redirects are reported as such.
@@ -145,9 +163,9 @@ func (t *transport) serverStream(ctx context.Context, base string, p procedure, 
 		if err != nil {
 			return err
 		}
-		resp, err := t.http.Do(req)
+		resp, err := t.do(req)
 		if err != nil {
-			return fmt.Errorf("%s: %w (%w)", p.path, ErrUnreachable, err)
+			return fmt.Errorf("%s: %w", p.path, err)
 		}
 		complete := false
 		defer func() {

@@ -2,14 +2,9 @@ package nsdriver
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
-	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
@@ -19,27 +14,15 @@ import (
 // DriverType is the scoped name swamp registers this driver under.
 const DriverType = "@swamp/namespace"
 
-const (
-	labelPrefix     = "nsdriver/"
-	containerName   = "nsdriver"
-	costPerUnitMin  = 0.0015
-	purposeTemplate = "nsdriver: %s %s"
-)
-
 // Driver runs ExecutionRequests on fresh Namespace instances. It is safe
 // for concurrent use.
 type Driver struct {
 	cfg    Config
 	client *Client
 	logger *slog.Logger
+	vms    *instances
 	slots  *semaphore.Weighted // nil: no limit
 	pool   *warmPool           // nil: no warm pool
-	// newID and now are randomID and time.Now; fixture recordings replace
-	// them so that what goes over the wire repeats byte for byte.
-	newID func() string
-	now   func() time.Time
-	// destroyCap bounds the retries of DestroyInstance (60 s).
-	destroyCap time.Duration
 }
 
 type driverOptions struct {
@@ -91,12 +74,13 @@ func New(cfg Config, opts ...DriverOption) (*Driver, error) {
 			return nil, err
 		}
 	}
-	d := &Driver{cfg: cfg, client: client, logger: o.logger, newID: randomID, now: time.Now, destroyCap: DefaultDestroyCap}
+	d := &Driver{cfg: cfg, client: client, logger: o.logger,
+		vms: &instances{client: client, cfg: cfg, logger: o.logger, newID: randomID, now: time.Now, destroyCap: DefaultDestroyCap}}
 	if cfg.MaxConcurrent > 0 {
 		d.slots = semaphore.NewWeighted(int64(cfg.MaxConcurrent))
 	}
 	if cfg.WarmPool > 0 {
-		d.pool = newWarmPool(d)
+		d.pool = newWarmPool(d.vms, cfg.WarmPool, cfg.Image)
 	}
 	return d, nil
 }
@@ -148,7 +132,7 @@ func (d *Driver) Execute(ctx context.Context, req ExecutionRequest, cb Callbacks
 	runCtx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
-	x := &execution{d: d, req: req, cb: cb, res: &res, runID: d.newID(), mode: mode}
+	x := &execution{d: d, req: req, cb: cb, res: &res, runID: d.vms.newID(), mode: mode}
 	err = x.run(runCtx)
 	if err != nil {
 		switch {
@@ -209,7 +193,7 @@ type execution struct {
 	res   *ExecutionResult
 	runID string
 	mode  mode
-	inst  *DescribeInstanceResponse
+	inst  *instance
 	// pooled: inst came from the warm pool.
 	pooled bool
 }
@@ -237,13 +221,14 @@ func (x *execution) run(ctx context.Context) (err error) {
 		return err
 	}
 	x.inst = inst
-	created := began
-	if x.pooled && inst.Metadata != nil && !inst.Metadata.CreatedAt.IsZero() {
-		created = inst.Metadata.CreatedAt.Time // its idle time is paid for too
-	}
 	cfg := x.d.cfg
-	x.res.Metadata = &ResultMetadata{InstanceID: inst.InstanceID(), Region: cfg.Region, MachineType: cfg.MachineType, Arch: cfg.Arch}
-	defer x.destroyAndCost(ctx, created)
+	m := &ResultMetadata{InstanceID: inst.InstanceID(), Region: cfg.Region, MachineType: cfg.MachineType, Arch: cfg.Arch}
+	x.res.Metadata = m
+	defer func() {
+		m.Destroyed = x.d.vms.destroy(ctx, m.InstanceID)
+		// A pooled instance's idle time is paid for too.
+		m.UnitMinutes, m.EstimatedCostUSD = x.d.vms.cost(m.InstanceID, inst.created)
+	}()
 	if x.pooled {
 		// The deadline renewal runs beside the work, off the critical path,
 		// and ends before the destroy.
@@ -254,7 +239,7 @@ func (x *execution) run(ctx context.Context) (err error) {
 		}()
 		defer func() { <-renewed }()
 	} else {
-		if err := x.d.waitRunning(ctx, inst); err != nil {
+		if err := x.d.vms.wait(ctx, inst); err != nil {
 			return err
 		}
 		x.res.Metadata.BootMs = time.Since(began).Milliseconds()
@@ -270,7 +255,7 @@ func (x *execution) run(ctx context.Context) (err error) {
 
 // acquireInstance takes a booted instance from the warm pool, or creates a
 // fresh one (which run then waits for).
-func (x *execution) acquireInstance(ctx context.Context) (*DescribeInstanceResponse, error) {
+func (x *execution) acquireInstance(ctx context.Context) (*instance, error) {
 	if x.d.pool != nil {
 		if inst, ok := x.d.pool.take(x.image()); ok {
 			x.pooled = true
@@ -278,21 +263,7 @@ func (x *execution) acquireInstance(ctx context.Context) (*DescribeInstanceRespo
 			return inst, nil
 		}
 	}
-	return x.d.createInstance(ctx, x.image(), x.labels())
-}
-
-// destroyAndCost destroys the instance and fills in what it cost: unit
-// minutes from its creation to the end of the destroy.
-func (x *execution) destroyAndCost(ctx context.Context, created time.Time) {
-	m := x.res.Metadata
-	m.Destroyed = x.d.destroy(ctx, m.InstanceID)
-	elapsed := time.Since(created)
-	vcpu, gb := x.d.cfg.shape()
-	unit := math.Max(float64(vcpu), float64(gb)/2) * elapsed.Seconds() / 60
-	m.UnitMinutes = math.Round(unit*1e6) / 1e6
-	m.EstimatedCostUSD = math.Round(unit*costPerUnitMin*1e9) / 1e9
-	x.d.logger.Info("cost", "instance", m.InstanceID, "unitMinutes", m.UnitMinutes,
-		"estimatedCostUsd", strconv.FormatFloat(m.EstimatedCostUSD, 'f', -1, 64), "seconds", math.Round(elapsed.Seconds()*1000)/1000)
+	return x.d.vms.create(ctx, x.image(), x.labels())
 }
 
 func (x *execution) labels() []Label {
@@ -301,91 +272,4 @@ func (x *execution) labels() []Label {
 		{Name: labelPrefix + "model-type", Value: sanitizeLabel(x.req.ModelType)},
 		{Name: labelPrefix + "method", Value: sanitizeLabel(x.req.MethodName)},
 	}
-}
-
-// createInstance asks for an instance of the configured shape with one
-// long-lived container for commands to run in.
-func (d *Driver) createInstance(ctx context.Context, image string, labels []Label) (*DescribeInstanceResponse, error) {
-	cfg := d.cfg
-	vcpu, gb := cfg.shape()
-	ctr := ContainerRequest{Name: containerName, Args: []string{"sleep", "infinity"}}
-	if strings.HasPrefix(image, "builtin:") {
-		ctr.KnownImageID = image
-	} else {
-		ctr.ImageRef = image
-	}
-	all := append([]Label{{Name: labelPrefix + "managed-by", Value: "nsdriver"}}, labels...)
-	for _, k := range sortedKeys(cfg.Labels) {
-		all = append(all, Label{Name: k, Value: cfg.Labels[k]})
-	}
-	req := &CreateInstanceRequest{
-		Shape:             &InstanceShape{VirtualCPU: int32(vcpu), MemoryMegabytes: int32(gb * 1024), MachineArch: cfg.Arch, OS: "linux"},
-		DocumentedPurpose: fmt.Sprintf(purposeTemplate, labelValue(all, "model-type"), labelValue(all, "method")),
-		Labels:            all,
-		Deadline:          NewTimestamp(d.now().Add(time.Duration(cfg.Duration))),
-		Containers:        []ContainerRequest{ctr},
-	}
-	if !*cfg.Bare {
-		req.Features = []string{FeatureKubernetes}
-	}
-	d.logger.Info("creating instance", "machineType", cfg.MachineType, "arch", cfg.Arch, "region", cfg.Region, "image", image)
-	inst, err := d.client.CreateInstance(ctx, req)
-	if err != nil {
-		return nil, fmt.Errorf("creating the instance: %w", err)
-	}
-	return inst, nil
-}
-
-func labelValue(labels []Label, suffix string) string {
-	for _, l := range labels {
-		if l.Name == labelPrefix+suffix {
-			return l.Value
-		}
-	}
-	return ""
-}
-
-func (d *Driver) waitRunning(ctx context.Context, inst *DescribeInstanceResponse) error {
-	_, err := d.client.WaitInstance(ctx, &WaitInstanceRequest{InstanceID: inst.InstanceID()}, func(u *WaitInstanceResponse) {
-		if u.Metadata != nil {
-			d.logger.Debug("instance status", "instance", inst.InstanceID(), "status", u.Metadata.Status)
-		}
-	})
-	if err != nil {
-		return fmt.Errorf("waiting for instance %s to boot: %w", inst.InstanceID(), err)
-	}
-	return nil
-}
-
-// destroy destroys an instance on a context detached from the caller's
-// cancellation; the client retries transient failures until destroyCap.
-// It reports whether the instance is gone.
-func (d *Driver) destroy(ctx context.Context, id string) bool {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.destroyCap)
-	defer cancel()
-	err := d.client.DestroyInstance(ctx, &DestroyInstanceRequest{InstanceID: id, Reason: "nsdriver: execution finished"})
-	if err == nil || errors.Is(err, ErrNotFound) {
-		d.logger.Info("instance destroyed", "instance", id)
-		return true
-	}
-	d.logger.Error("could not destroy the instance; it dies at its deadline, or run `nsdriver cleanup`", "instance", id, "error", err)
-	return false
-}
-
-var labelUnsafe = regexp.MustCompile(`[^a-z0-9._-]+`)
-
-// sanitizeLabel lowercases s, replaces runs of other characters with "-"
-// and keeps at most 63 characters.
-func sanitizeLabel(s string) string {
-	s = labelUnsafe.ReplaceAllString(strings.ToLower(s), "-")
-	if len(s) > 63 {
-		s = s[:63]
-	}
-	return s
-}
-
-func randomID() string {
-	b := make([]byte, 8)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
 }

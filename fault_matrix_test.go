@@ -2,6 +2,7 @@ package nsdriver
 
 import (
 	"context"
+	"encoding/json"
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
@@ -90,6 +91,14 @@ var matrixFaults = []faultKind{
 		}
 		return &nsemu.Fault{Method: s.method, Delay: 100 * time.Millisecond, Count: -1}
 	}},
+	{"response lost after commit", func(s step) *nsemu.Fault {
+		if s.name != "create" {
+			return nil
+		}
+		// The create commits, then the connection closes unanswered: the
+		// driver must find the VM by its create-id label and destroy it.
+		return &nsemu.Fault{Method: s.method, LoseResponse: true}
+	}},
 	{"panic in OnLog", func(s step) *nsemu.Fault {
 		if s.name != "run" && s.name != "mid-stream" {
 			return nil
@@ -120,12 +129,12 @@ func runScenario(t *testing.T, s step, faultName string, f *nsemu.Fault) {
 	if s.name == "upload" {
 		timeout = 3 * time.Second // the spill itself moves 2 MiB under -race
 	}
-	opts := nsemu.Options{}
+	opts := nsemu.Options{Token: matrixToken}
 	if f.Method != "" {
 		opts.Faults = []nsemu.Fault{*f}
 	}
-	env := newTestEnv(t, Config{Timeout: Timeout(timeout)}, opts)
-	env.driver.destroyCap = 300 * time.Millisecond
+	env := newTestEnv(t, Config{Timeout: Timeout(timeout), Env: map[string]string{"MATRIX_SECRET": matrixSecret}}, opts)
+	env.driver.vms.destroyCap = 300 * time.Millisecond
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
@@ -166,6 +175,7 @@ func runScenario(t *testing.T, s step, faultName string, f *nsemu.Fault) {
 		goleak.IgnoreAnyFunction("os/exec.(*Cmd).Wait"),
 	)
 
+	checkNoSecrets(t, env, res)
 	wantMessage, wantErr := expectation(s, faultName)
 	if s.name == "destroy" && faultName != "caller cancellation" {
 		checkDestroyFailure(t, env, res)
@@ -215,6 +225,8 @@ func expectation(s step, faultName string) (string, error) {
 		}
 	}
 	switch faultName {
+	case "response lost after commit":
+		return "could not reach the Namespace API; check the network and the endpoint, then retry", ErrUnreachable
 	case "dropped connection":
 		if s.name == "wait" || s.name == "mid-stream" {
 			return "ended without an end-of-stream message (connection cut?); retry", ErrStreamTruncated
@@ -259,5 +271,34 @@ func checkDestroyFailure(t *testing.T, env *testEnv, res ExecutionResult) {
 	env.emu.ClearFaults()
 	if err := env.driver.client.DestroyInstance(context.Background(), &DestroyInstanceRequest{InstanceID: id}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+const (
+	matrixToken  = "nsct_MATRIX_token_never_printed_51c0"
+	matrixSecret = "matrix-env-secret-9d2e"
+)
+
+// checkNoSecrets scans what a scenario leaves for a person or a program to
+// read — debug logs, the error in every rendering, the result JSON — for
+// the token and the env secret, on failure paths as on happy ones.
+func checkNoSecrets(t *testing.T, env *testEnv, res ExecutionResult) {
+	t.Helper()
+	resultJSON, err := json.Marshal(res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	texts := map[string]string{"logs": env.logs.String(), "result": string(resultJSON)}
+	if res.Err != nil {
+		texts["error %v"] = fmt.Sprintf("%v", res.Err)
+		texts["error %+v"] = fmt.Sprintf("%+v", res.Err)
+		texts["error %#v"] = fmt.Sprintf("%#v", res.Err)
+	}
+	for where, text := range texts {
+		for _, secret := range []string{matrixToken, matrixSecret} {
+			if strings.Contains(text, secret) {
+				t.Errorf("%s holds a secret:\n%s", where, text)
+			}
+		}
 	}
 }

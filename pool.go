@@ -15,24 +15,27 @@ import (
 // only in RunCommand's env fields, so a pooled VM carries nothing of a run
 // before it is taken.
 type warmPool struct {
-	d      *Driver
+	vms    *instances
+	size   int             // booted instances kept per image
 	ctx    context.Context // ends with Shutdown; fills stop then
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
 	mu     sync.Mutex
 	closed bool
-	idle   map[string][]*DescribeInstanceResponse // image → booted instances
+	idle   map[string][]*instance // image → booted instances
 }
 
 // poolMinLife is how much deadline an idle instance must have left to be
 // handed out; one closer to its end is recycled.
 const poolMinLife = 30 * time.Second
 
-func newWarmPool(d *Driver) *warmPool {
+// newWarmPool starts a pool of size instances per image, filling image's
+// at once and any other image's on its first use.
+func newWarmPool(vms *instances, size int, image string) *warmPool {
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &warmPool{d: d, ctx: ctx, cancel: cancel, idle: map[string][]*DescribeInstanceResponse{}}
-	p.ensure(d.cfg.Image)
+	p := &warmPool{vms: vms, size: size, ctx: ctx, cancel: cancel, idle: map[string][]*instance{}}
+	p.ensure(image)
 	return p
 }
 
@@ -49,8 +52,8 @@ func (p *warmPool) ensure(image string) {
 	if _, ok := p.idle[image]; ok || p.closed {
 		return
 	}
-	p.idle[image] = []*DescribeInstanceResponse{}
-	for range p.d.cfg.WarmPool {
+	p.idle[image] = []*instance{}
+	for range p.size {
 		p.fillLocked(image)
 	}
 }
@@ -60,32 +63,32 @@ func (p *warmPool) fillLocked(image string) {
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
-		inst, err := p.d.createInstance(p.ctx, image, []Label{{Name: labelPrefix + "pool", Value: poolLabel(image)}})
+		inst, err := p.vms.create(p.ctx, image, []Label{{Name: labelPrefix + "pool", Value: poolLabel(image)}})
 		if err != nil {
 			if p.ctx.Err() == nil {
-				p.d.logger.Warn("warm pool: could not create an instance", "error", err)
+				p.vms.logger.Warn("warm pool: could not create an instance", "error", err)
 			}
 			return
 		}
-		if err := p.d.waitRunning(p.ctx, inst); err != nil {
-			p.d.destroy(p.ctx, inst.InstanceID())
+		if err := p.vms.wait(p.ctx, inst); err != nil {
+			p.vms.destroy(p.ctx, inst.InstanceID())
 			return
 		}
 		p.mu.Lock()
 		if !p.closed {
 			p.idle[image] = append(p.idle[image], inst)
 			p.mu.Unlock()
-			p.d.logger.Debug("warm pool: instance ready", "instance", inst.InstanceID())
+			p.vms.logger.Debug("warm pool: instance ready", "instance", inst.InstanceID())
 			return
 		}
 		p.mu.Unlock()
-		p.d.destroy(p.ctx, inst.InstanceID())
+		p.vms.destroy(p.ctx, inst.InstanceID())
 	}()
 }
 
 // take hands out a booted instance for image, if one is ready, and starts
 // its replacement. Instances near their deadline are recycled instead.
-func (p *warmPool) take(image string) (*DescribeInstanceResponse, bool) {
+func (p *warmPool) take(image string) (*instance, bool) {
 	p.ensure(image)
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -105,17 +108,15 @@ func (p *warmPool) recycleLocked(id string) {
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
-		p.d.destroy(p.ctx, id)
+		p.vms.destroy(p.ctx, id)
 	}()
 }
 
 // renew moves a taken instance's deadline to now + duration, as if it had
 // just been created. It runs beside the workload.
 func (p *warmPool) renew(ctx context.Context, id string) {
-	_, err := p.d.client.ExtendInstance(ctx, &ExtendInstanceRequest{InstanceID: id,
-		NewDeadline: NewTimestamp(p.d.now().Add(time.Duration(p.d.cfg.Duration)))})
-	if err != nil && !errors.Is(err, context.Canceled) {
-		p.d.logger.Warn("warm pool: could not renew the deadline; the instance keeps its old one", "instance", id, "error", err)
+	if err := p.vms.renew(ctx, id); err != nil && !errors.Is(err, context.Canceled) {
+		p.vms.logger.Warn("warm pool: could not renew the deadline; the instance keeps its old one", "instance", id, "error", err)
 	}
 }
 

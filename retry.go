@@ -78,11 +78,14 @@ func (p procedure) retryable(err error) bool {
 	return errors.Is(err, ErrUnreachable) || errors.Is(err, ErrStreamTruncated)
 }
 
-// neverSent reports whether err proves the request never left: the dial
-// failed (refused, no route, no file descriptor), so no byte was written.
+// errNotSent marks a request of which no header was written.
+var errNotSent = errors.New("the request was not sent")
+
+// neverSent reports whether err proves the request never left: no header
+// was written, or the dial failed (refused, no route, no file descriptor).
 func neverSent(err error) bool {
 	var op *net.OpError
-	return errors.As(err, &op) && op.Op == "dial"
+	return errors.Is(err, errNotSent) || (errors.As(err, &op) && op.Op == "dial")
 }
 
 // RetryPolicy sets how often and how fast transient failures are retried.

@@ -333,10 +333,10 @@ func (c *cassetteRun) driver(t *testing.T, cfg Config) *Driver {
 		t.Fatal(err)
 	}
 	n := 0
-	d.newID = func() string { n++; return fmt.Sprintf("%016x", n) }
-	d.now = func() time.Time { return recordClock }
+	d.vms.newID = func() string { n++; return fmt.Sprintf("%016x", n) }
+	d.vms.now = func() time.Time { return recordClock }
 	if c.live {
-		d.now = time.Now
+		d.vms.now = time.Now
 	}
 	return d
 }

@@ -39,6 +39,10 @@ type Fault struct {
 	// Drop closes the connection without handling the call (a unary or a
 	// stream): the client sees a connection reset, the server did nothing.
 	Drop bool
+	// LoseResponse handles a unary call in full (a create commits) and then
+	// closes the connection instead of answering: the client cannot know
+	// what happened.
+	LoseResponse bool
 }
 
 // InjectFault adds a fault at run time.
@@ -144,7 +148,7 @@ func dropConnection(ctx context.Context) error {
 
 func (i *interceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-		_, end, err := i.begin(ctx, req.Spec().Procedure, req.Header())
+		fault, end, err := i.begin(ctx, req.Spec().Procedure, req.Header())
 		if err != nil {
 			return nil, err
 		}
@@ -157,6 +161,10 @@ func (i *interceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 			if d, ok := resp.Any().(*pb.DescribeInstanceResponse); ok {
 				id = d.GetMetadata().GetInstanceId()
 			}
+		}
+		if fault != nil && fault.LoseResponse && err == nil {
+			err = dropConnection(ctx)
+			resp = nil
 		}
 		end(id, err)
 		return resp, err
