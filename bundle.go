@@ -1,27 +1,15 @@
 package nsdriver
 
 import (
+	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"context"
 	_ "embed"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"strings"
-)
-
-// runnerJS is the bundle runner, placed beside bundle.js in the instance.
-//
-//go:embed runner.js
-var runnerJS []byte
-
-// Exit codes of runner.js.
-const (
-	runnerUnknownMethod = 1
-	runnerMethodThrew   = 2
-	runnerLoadFailed    = 3
-	shellNotFound       = 127
-	denoInstallFailed   = 125
+	"time"
 )
 
 // bundleUpload is a bundle packed and planned, ready to send.
@@ -45,7 +33,7 @@ func (x *execution) prepareBundle() (wait func() (*bundleUpload, error), err err
 		return nil, fmt.Errorf("%w: methodArgs or globalArgs cannot be encoded as JSON: %w", ErrInvalidRequest, err)
 	}
 	up := &bundleUpload{marker: "NSDRIVER-RESULT-" + x.d.vms.newID() + x.d.vms.newID()}
-	up.env = append(x.env(), EnvironmentVariable{Name: "NSDRIVER_RESULT_MARKER", Value: up.marker})
+	up.env = append(workloadEnv(cfg.Env, x.req.TraceHeaders), EnvironmentVariable{Name: "NSDRIVER_RESULT_MARKER", Value: up.marker})
 	run := `deno run --allow-all --no-prompt "$d/runner.js"`
 	if cfg.DenoSetup == DenoSetupInstall {
 		up.env = append(up.env, EnvironmentVariable{Name: "NSDRIVER_DENO_INSTALL_URL", Value: cfg.DenoInstallURL})
@@ -77,35 +65,33 @@ func (x *execution) prepareBundle() (wait func() (*bundleUpload, error), err err
 
 // runBundle uploads the bundle and runs it under Deno through runner.js,
 // with the upload folded into the same call when it fits.
-func (x *execution) runBundle(ctx context.Context, upload func() (*bundleUpload, error)) error {
+func (x *execution) runBundle(ctx context.Context, upload func() (*bundleUpload, error)) ([]DriverOutput, error) {
 	up, err := upload()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	x.d.logger.Info("uploading bundle", "instance", x.inst.InstanceID(), "kib", len(x.req.Bundle)/1024,
 		"compressedKib", up.packedBytes/1024, "calls", len(up.plan.spills)+1)
-	if err := x.runSpills(ctx, up.plan, up.env); err != nil {
-		return err
+	rc := x.remote(up.env)
+	if err := rc.spill(ctx, up.plan); err != nil {
+		return nil, err
 	}
 	frame := frameScanner{marker: up.marker, onLine: x.logLine}
-	out, err := x.stream(ctx, up.plan.final, up.env, frame.write)
+	out, err := rc.stream(ctx, up.plan.final, outputSinks{onStdout: frame.write, onLine: x.logLine, limit: x.d.cfg.MaxOutputBytes})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	frame.flush()
 	if out.exitCode != 0 {
-		return x.bundleFailure(out)
+		return nil, bundleFailure(out, x.d.cfg)
 	}
-	x.res.Status = StatusSuccess
 	if doc, ok := frame.document(); ok {
 		if outputs, ok := parseRunnerDocument(doc); ok {
-			x.res.Outputs = outputs
-			return nil
+			return outputs, nil
 		}
 	}
 	// No intact frame: the contract's fallback, the raw stdout as one output.
-	x.res.Outputs = []DriverOutput{{Kind: "pending", SpecName: "output", Name: "output", Type: OutputResource, Content: out.stdout.Bytes()}}
-	return nil
+	return []DriverOutput{{Kind: "pending", SpecName: "output", Name: "output", Type: OutputResource, Content: out.stdout.Bytes()}}, nil
 }
 
 // denoInstallScript installs Deno into the run directory from the URL in
@@ -123,134 +109,120 @@ func orEmpty(m map[string]any) map[string]any {
 	return m
 }
 
-// bundleFailure explains a non-zero exit of the bundle run.
-func (x *execution) bundleFailure(out *streamed) error {
-	stderr := out.stderr.String()
-	var messages []string
-	for _, line := range strings.Split(stderr, "\n") {
-		if msg, ok := strings.CutPrefix(line, "nsdriver: "); ok {
-			messages = append(messages, msg)
+// Upload rides in argv (design.md decision 5): a gzipped tar, base64-split
+// across arguments of `sh -c SCRIPT sh PART…`, decoded by the instance's own
+// base64 and tar. The limits leave margin under Linux's 128 KiB per argument
+// and 2 MiB for all arguments plus the environment.
+const (
+	maxArgBytes  = 120 << 10
+	maxExecBytes = 1536 << 10
+	// execOverhead is what each argument or env entry costs beyond its bytes
+	// (its NUL and its pointer).
+	execOverhead = 9
+)
+
+// file is one file to place in the run directory.
+type file struct {
+	name string
+	data []byte
+	mode int64
+}
+
+// packFiles builds a gzipped tar with zeroed timestamps and owners, so the
+// same files always give the same bytes.
+func packFiles(files []file) ([]byte, error) {
+	var buf bytes.Buffer
+	gz, err := gzip.NewWriterLevel(&buf, gzip.BestCompression)
+	if err != nil {
+		return nil, err
+	}
+	tw := tar.NewWriter(gz)
+	for _, f := range files {
+		hdr := &tar.Header{Name: f.name, Mode: f.mode, Size: int64(len(f.data)), ModTime: time.Unix(0, 0), Format: tar.FormatPAX}
+		if hdr.Mode == 0 {
+			hdr.Mode = 0o644
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
+			return nil, fmt.Errorf("packing %s: %w", f.name, err)
+		}
+		if _, err := tw.Write(f.data); err != nil {
+			return nil, fmt.Errorf("packing %s: %w", f.name, err)
 		}
 	}
-	msg := strings.Join(messages, "; ")
-	cfg := x.d.cfg
-	switch {
-	case out.exitCode == shellNotFound && strings.Contains(stderr, "deno"):
-		msg = fmt.Sprintf("deno was not found in the image %q; set bundleImage to an image with Deno, or set denoSetup to install", cfg.BundleImage)
-		if cfg.DenoSetup == DenoSetupInstall {
-			msg = fmt.Sprintf("deno was not found after installing it from %s; check denoInstallUrl", cfg.DenoInstallURL)
-		}
-	case out.exitCode == denoInstallFailed && msg != "":
-		msg += "; check denoInstallUrl or use denoSetup: preinstalled"
-	case msg != "":
-	case strings.TrimSpace(stderr) != "":
-		msg = tail(strings.TrimSpace(stderr), 4096)
-	default:
-		msg = fmt.Sprintf("exited with code %d", out.exitCode)
+	if err := tw.Close(); err != nil {
+		return nil, err
 	}
-	return &WorkloadError{ExitCode: out.exitCode, Message: msg}
+	if err := gz.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }
 
-func tail(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return "…" + s[len(s)-n:]
+// uploadPlan is the argv of each call an upload takes: zero or more spill
+// calls, then the final call that unpacks and runs.
+type uploadPlan struct {
+	spills [][]string
+	final  []string
 }
 
-// frameScanner splits the runner's stdout into log lines and the result
-// document between "<marker>-BEGIN" and "<marker>-END" lines. Lines are not
-// cut into pieces: the document is one long line, and stdout as a whole is
-// already capped by maxOutputBytes.
-type frameScanner struct {
-	marker  string
-	onLine  func(string)
-	lines   lineSplitter
-	inFrame bool
-	doc     bytes.Buffer
-	done    bool
-	broken  bool
+// runDirExpr is the shell expression of an execution's private directory.
+func runDirExpr(runID string) string { return `"${TMPDIR:-/tmp}/nsdriver-` + runID + `"` }
+
+// planUpload spreads archive over argv. then is shell text run in the
+// unpacked directory ($d) after unpacking; env is the command environment
+// (it shares the exec budget). The run directory is removed when the final
+// call ends.
+func planUpload(runID string, archive []byte, then string, env []EnvironmentVariable) (uploadPlan, error) {
+	encoded := base64.StdEncoding.EncodeToString(archive)
+	dir := runDirExpr(runID)
+	finalScript := `set -e; d=` + dir + `; mkdir -p "$d"; trap 'rm -rf "$d"' EXIT; ` +
+		`{ cat "$d/upload.b64" 2>/dev/null || true; printf %s "$@"; } | base64 -d | tar -xzf - -C "$d"; rm -f "$d/upload.b64"; cd "$d"; set +e; ` +
+		then
+	spillScript := `set -e; d=` + dir + `; mkdir -p "$d"; printf %s "$@" >> "$d/upload.b64"`
+
+	envCost := 0
+	for _, e := range env {
+		envCost += len(e.Name) + 1 + len(e.Value) + execOverhead
+	}
+	fixed := func(script string) int {
+		return len("sh") + len("-c") + len(script) + len("sh") + 4*execOverhead + envCost
+	}
+	if len(finalScript) > maxArgBytes {
+		return uploadPlan{}, fmt.Errorf("the run script is %d bytes, over the %d-byte argument limit", len(finalScript), maxArgBytes)
+	}
+	finalRoom := maxExecBytes - fixed(finalScript)
+	spillRoom := maxExecBytes - fixed(spillScript)
+	if finalRoom < maxArgBytes || spillRoom < maxArgBytes {
+		return uploadPlan{}, fmt.Errorf("the environment takes %d bytes, leaving no room for the upload; shrink env", envCost)
+	}
+	// What does not fit into the final call spills into earlier ones.
+	finalShare := min(len(encoded), partsCapacity(finalRoom))
+	spilled, last := encoded[:len(encoded)-finalShare], encoded[len(encoded)-finalShare:]
+	var plan uploadPlan
+	for len(spilled) > 0 {
+		n := min(len(spilled), partsCapacity(spillRoom))
+		plan.spills = append(plan.spills, append([]string{"sh", "-c", spillScript, "sh"}, splitArgs(spilled[:n])...))
+		spilled = spilled[n:]
+	}
+	plan.final = append([]string{"sh", "-c", finalScript, "sh"}, splitArgs(last)...)
+	return plan, nil
 }
 
-func (f *frameScanner) write(data []byte) {
-	if f.lines.emit == nil {
-		f.lines.emit = f.line
-	}
-	f.lines.write(data)
+// partsCapacity is how many payload bytes fit in room when split into
+// arguments of at most maxArgBytes.
+func partsCapacity(room int) int {
+	per := maxArgBytes + execOverhead
+	full := room / per
+	rest := max(room%per-execOverhead, 0)
+	return full*maxArgBytes + rest
 }
 
-func (f *frameScanner) flush() {
-	f.lines.flush()
-	if f.inFrame {
-		f.broken = true
+func splitArgs(s string) []string {
+	var parts []string
+	for len(s) > 0 {
+		n := min(len(s), maxArgBytes)
+		parts = append(parts, s[:n])
+		s = s[n:]
 	}
-}
-
-func (f *frameScanner) line(line string) {
-	switch {
-	case f.inFrame && line == f.marker+"-END":
-		f.inFrame, f.done = false, true
-	case f.inFrame:
-		f.doc.WriteString(line)
-		f.doc.WriteByte('\n')
-	case line == f.marker+"-BEGIN" && !f.done && f.marker != "":
-		f.inFrame = true
-	case strings.TrimSpace(line) != "":
-		f.onLine(line)
-	}
-}
-
-func (f *frameScanner) document() ([]byte, bool) {
-	return f.doc.Bytes(), f.done && !f.broken
-}
-
-// parseRunnerDocument turns the runner's result document into outputs; ok
-// is false when it is not a JSON object.
-func parseRunnerDocument(doc []byte) ([]DriverOutput, bool) {
-	var parsed struct {
-		Resources []map[string]json.RawMessage `json:"resources"`
-		Files     []map[string]json.RawMessage `json:"files"`
-	}
-	if err := json.Unmarshal(doc, &parsed); err != nil {
-		return nil, false
-	}
-	outputs := []DriverOutput{}
-	for _, r := range parsed.Resources {
-		spec, name, ok := specAndName(r)
-		if !ok {
-			continue
-		}
-		content := []byte("{}")
-		if data := bytes.TrimSpace(r["data"]); len(data) > 0 && string(data) != "null" {
-			var compact bytes.Buffer
-			if json.Compact(&compact, data) != nil {
-				continue
-			}
-			content = compact.Bytes()
-		}
-		outputs = append(outputs, DriverOutput{Kind: "pending", SpecName: spec, Name: name, Type: OutputResource, Content: content})
-	}
-	for _, f := range parsed.Files {
-		spec, name, ok := specAndName(f)
-		if !ok {
-			continue
-		}
-		var encoded string
-		if json.Unmarshal(f["content"], &encoded) != nil {
-			continue
-		}
-		content, err := base64.StdEncoding.DecodeString(encoded)
-		if err != nil {
-			continue
-		}
-		outputs = append(outputs, DriverOutput{Kind: "pending", SpecName: spec, Name: name, Type: OutputFile, Content: content})
-	}
-	return outputs, true
-}
-
-func specAndName(entry map[string]json.RawMessage) (spec, name string, ok bool) {
-	if json.Unmarshal(entry["specName"], &spec) != nil || json.Unmarshal(entry["name"], &name) != nil {
-		return "", "", false
-	}
-	return spec, name, true
+	return parts
 }

@@ -160,7 +160,7 @@ func TestStreamRequestIsEnveloped(t *testing.T) {
 	code, err := api.client(t).RunCommand(context.Background(), api.URL+"/instances/x",
 		&RunCommandRequest{InstanceID: "x", TargetContainerName: "main", Command: &Command{Command: []string{"sh", "-c", "echo hi"}}},
 		func(s OutputStream, b []byte) {
-			if s == Stdout {
+			if s == StreamStdout {
 				out += string(b)
 			} else {
 				errOut += string(b)

@@ -133,17 +133,19 @@ func (d *Driver) Execute(ctx context.Context, req ExecutionRequest, cb Callbacks
 	defer cancel()
 
 	x := &execution{d: d, req: req, cb: cb, res: &res, runID: d.vms.newID(), mode: mode}
-	err = x.run(runCtx)
-	if err != nil {
-		switch {
-		case timedOut(runCtx, err) && ctx.Err() == nil:
-			err = fmt.Errorf("%w after %d ms (the timeout setting; raise it if the work needs longer)", ErrTimeout, timeout.Milliseconds())
-		case ctx.Err() != nil:
-			err = fmt.Errorf("canceled by the caller after %d ms: %w", time.Since(start).Milliseconds(), ctx.Err())
-		}
-		res.Outputs = []DriverOutput{}
-		res.fail(err)
+	outputs, err := x.run(runCtx)
+	if err == nil {
+		res.Status = StatusSuccess
+		res.Outputs = outputs
+		return res
 	}
+	switch {
+	case timedOut(runCtx, err) && ctx.Err() == nil:
+		err = fmt.Errorf("%w after %d ms (the timeout setting; raise it if the work needs longer)", ErrTimeout, timeout.Milliseconds())
+	case ctx.Err() != nil:
+		err = fmt.Errorf("canceled by the caller after %d ms: %w", time.Since(start).Milliseconds(), ctx.Err())
+	}
+	res.fail(err)
 	return res
 }
 
@@ -205,20 +207,21 @@ func (x *execution) image() string {
 	return x.d.cfg.Image
 }
 
-// run gets an instance, does the work and always destroys it.
-func (x *execution) run(ctx context.Context) (err error) {
+// run gets an instance, does the work, always destroys the instance, and
+// returns the work's outputs.
+func (x *execution) run(ctx context.Context) (outputs []DriverOutput, err error) {
 	var upload func() (*bundleUpload, error)
 	if x.mode == modeBundle {
 		// Checked before any VM exists; packing overlaps the boot.
 		if upload, err = x.prepareBundle(); err != nil {
-			return err
+			return nil, err
 		}
 		defer func() { _, _ = upload() }()
 	}
 	began := time.Now()
 	inst, err := x.acquireInstance(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	x.inst = inst
 	cfg := x.d.cfg
@@ -240,7 +243,7 @@ func (x *execution) run(ctx context.Context) (err error) {
 		defer func() { <-renewed }()
 	} else {
 		if err := x.d.vms.wait(ctx, inst); err != nil {
-			return err
+			return nil, err
 		}
 		x.res.Metadata.BootMs = time.Since(began).Milliseconds()
 		x.d.logger.Info("instance ready", "instance", inst.InstanceID(), "bootMs", x.res.Metadata.BootMs)
@@ -250,6 +253,19 @@ func (x *execution) run(ctx context.Context) (err error) {
 		return x.runBundle(ctx, upload)
 	default:
 		return x.runCommandMode(ctx)
+	}
+}
+
+// remote runs commands in the execution's instance with env.
+func (x *execution) remote(env []EnvironmentVariable) *remote {
+	return newRemote(x.d.client, x.d.logger, x.inst, env)
+}
+
+// logLine hands a workload log line to the result and to OnLog.
+func (x *execution) logLine(line string) {
+	x.res.Logs = append(x.res.Logs, line)
+	if x.cb.OnLog != nil {
+		x.cb.OnLog(line)
 	}
 }
 

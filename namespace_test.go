@@ -60,7 +60,7 @@ func TestClientAgainstEmulator(t *testing.T) {
 		Command: &Command{Command: []string{"sh", "-c", `printf "$GREETING"; echo oops >&2; exit 4`},
 			EnvVars: []EnvironmentVariable{{Name: "GREETING", Value: "hello"}}},
 	}, func(s OutputStream, b []byte) {
-		if s == Stdout {
+		if s == StreamStdout {
 			stdout.Write(b)
 		} else {
 			stderr.Write(b)
@@ -183,7 +183,7 @@ func TestJSONMapping(t *testing.T) {
 			t.Errorf("bytes %x", got)
 		}
 	}
-	if resp.N != 12 || resp.M != 34 || resp.S != StatusRunning || resp.T != Stderr ||
+	if resp.N != 12 || resp.M != 34 || resp.S != StatusRunning || resp.T != StreamStderr ||
 		resp.Ts.Nanosecond() != 123e6 || time.Duration(resp.Dur) != 10*time.Minute {
 		t.Fatalf("%+v", resp)
 	}

@@ -241,8 +241,8 @@ type OutputStream string
 
 // Output streams.
 const (
-	Stdout OutputStream = "STDOUT"
-	Stderr OutputStream = "STDERR"
+	StreamStdout OutputStream = "STDOUT"
+	StreamStderr OutputStream = "STDERR"
 )
 
 var outputStreamNames = map[int]string{0: "STREAM_UNKNOWN", 1: "STDOUT", 2: "STDERR"}

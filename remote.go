@@ -1,0 +1,157 @@
+package nsdriver
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+)
+
+// One remote command: where it runs, how its output streams back, how an
+// upload too big for one call spills into earlier ones.
+
+// maxLineBytes bounds one stderr line held in memory; a longer one is
+// handed over in pieces.
+const maxLineBytes = 1 << 20
+
+// remote runs commands in one instance's container.
+type remote struct {
+	client   *Client
+	logger   *slog.Logger
+	endpoint string // the instance's CommandService endpoint
+	id       string // the instance id
+	env      []EnvironmentVariable
+}
+
+func newRemote(client *Client, logger *slog.Logger, inst *instance, env []EnvironmentVariable) *remote {
+	return &remote{client: client, logger: logger, endpoint: inst.CommandEndpoint(), id: inst.InstanceID(), env: env}
+}
+
+func (r *remote) request(argv []string) *RunCommandRequest {
+	return &RunCommandRequest{InstanceID: r.id, TargetContainerName: containerName,
+		Command: &Command{Command: argv, EnvVars: r.env}}
+}
+
+// spill sends the parts of an upload that do not fit in its final call.
+func (r *remote) spill(ctx context.Context, plan uploadPlan) error {
+	for i, argv := range plan.spills {
+		resp, err := r.client.RunCommandSync(ctx, r.endpoint, r.request(argv))
+		if err != nil {
+			return fmt.Errorf("uploading part %d of %d: %w", i+1, len(plan.spills)+1, err)
+		}
+		if resp.ExitCode != 0 {
+			return fmt.Errorf("uploading part %d of %d failed (exit %d): %s; the image needs sh, base64 and tar",
+				i+1, len(plan.spills)+1, resp.ExitCode, strings.TrimSpace(string(resp.Stderr)))
+		}
+	}
+	return nil
+}
+
+// streamed is what one streamed command produced.
+type streamed struct {
+	stdout, stderr bytes.Buffer
+	exitCode       int
+	duration       time.Duration
+}
+
+// outputSinks say where a streamed command's output goes as it arrives.
+type outputSinks struct {
+	// onStdout gets each stdout chunk (may be nil).
+	onStdout func([]byte)
+	// onLine gets each stderr line, split and capped at maxLineBytes.
+	onLine func(string)
+	// limit caps captured stdout (an error beyond it) and captured stderr
+	// (silently, since its lines have been handed over already).
+	limit int64
+}
+
+// stream runs argv, capturing stdout and stderr and handing them to sinks
+// as they arrive. Stdout over the limit stops the command with
+// ErrOutputTooLarge.
+func (r *remote) stream(ctx context.Context, argv []string, sinks outputSinks) (*streamed, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	limit := sinks.limit
+	out := &streamed{}
+	lines := lineSplitter{emit: sinks.onLine, max: maxLineBytes}
+	r.logger.Info("running", "instance", r.id)
+	began := time.Now()
+	code, err := r.client.RunCommand(ctx, r.endpoint, r.request(argv), func(s OutputStream, data []byte) {
+		switch s {
+		case StreamStdout:
+			if int64(out.stdout.Len()+len(data)) > limit {
+				cancel(fmt.Errorf("%w: stdout passed %d bytes; raise maxOutputBytes or write less", ErrOutputTooLarge, limit))
+				return
+			}
+			out.stdout.Write(data)
+			if sinks.onStdout != nil {
+				sinks.onStdout(data)
+			}
+		default:
+			if room := limit - int64(out.stderr.Len()); room > 0 {
+				out.stderr.Write(data[:min(int64(len(data)), room)])
+			}
+			lines.write(data)
+		}
+	})
+	lines.flush()
+	out.exitCode, out.duration = code, time.Since(began)
+	if cause := context.Cause(ctx); errors.Is(cause, ErrOutputTooLarge) {
+		return nil, cause
+	}
+	if err != nil {
+		return nil, fmt.Errorf("running the command: %w", err)
+	}
+	return out, nil
+}
+
+// workloadEnv is the workload environment: the config's env and the trace
+// headers. It travels in the API's env fields, never in shell text.
+func workloadEnv(cfgEnv map[string]string, traceHeaders map[string]string) []EnvironmentVariable {
+	var env []EnvironmentVariable
+	for _, k := range sortedKeys(cfgEnv) {
+		env = append(env, EnvironmentVariable{Name: k, Value: cfgEnv[k]})
+	}
+	for _, k := range sortedKeys(traceHeaders) {
+		switch strings.ToLower(k) {
+		case "traceparent", "tracestate":
+			env = append(env, EnvironmentVariable{Name: strings.ToUpper(k), Value: traceHeaders[k]})
+		}
+	}
+	return env
+}
+
+// lineSplitter turns chunks into lines; a partial last line waits for
+// flush. With max set, an overlong line is emitted in pieces of that size.
+type lineSplitter struct {
+	buf  []byte
+	max  int
+	emit func(string)
+}
+
+func (l *lineSplitter) write(data []byte) {
+	l.buf = append(l.buf, data...)
+	for len(l.buf) > 0 {
+		i := bytes.IndexByte(l.buf, '\n')
+		switch {
+		case l.max > 0 && (i < 0 || i > l.max) && len(l.buf) >= l.max:
+			l.emit(string(l.buf[:l.max]))
+			l.buf = l.buf[l.max:]
+		case i >= 0:
+			l.emit(strings.TrimSuffix(string(l.buf[:i]), "\r"))
+			l.buf = l.buf[i+1:]
+		default:
+			return
+		}
+	}
+}
+
+func (l *lineSplitter) flush() {
+	if len(l.buf) > 0 {
+		l.emit(strings.TrimSuffix(string(l.buf), "\r"))
+		l.buf = nil
+	}
+}
