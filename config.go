@@ -116,40 +116,6 @@ func (DurationString) JSONSchema() *jsonschema.Schema {
 	return &jsonschema.Schema{Type: "string", Pattern: durationPattern}
 }
 
-// Problem is one invalid config value, with its key path ("env.FOO").
-type Problem struct {
-	Path    string
-	Message string
-}
-
-// ConfigError lists every problem found in a driverConfig.
-type ConfigError struct{ Problems []Problem }
-
-// ErrInvalidConfig matches every *ConfigError with errors.Is.
-var ErrInvalidConfig = errors.New("invalid driverConfig")
-
-func (e *ConfigError) Error() string {
-	parts := make([]string, len(e.Problems))
-	for i, p := range e.Problems {
-		parts[i] = p.Path + ": " + p.Message
-	}
-	return "invalid driverConfig: " + strings.Join(parts, "; ")
-}
-
-// Is matches ErrInvalidConfig.
-func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig }
-
-func (e *ConfigError) add(path, format string, args ...any) {
-	e.Problems = append(e.Problems, Problem{path, fmt.Sprintf(format, args...)})
-}
-
-func (e *ConfigError) orNil() error {
-	if len(e.Problems) == 0 {
-		return nil
-	}
-	return e
-}
-
 // ParseConfig reads a driverConfig as swamp hands it over.
 func ParseConfig(m map[string]any) (Config, error) {
 	b, err := json.Marshal(m)

@@ -138,15 +138,6 @@ func (t *transport) do(req *http.Request) (*http.Response, error) {
 	return nil, fmt.Errorf("%w (%w)", ErrUnreachable, err)
 }
 
-// responseError decodes a non-200 response; redirects are reported as such.
-func responseError(resp *http.Response, body []byte) *APIError {
-	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
-		return &APIError{Code: CodeUnknown, HTTPStatus: resp.StatusCode,
-			Message: fmt.Sprintf("HTTP %d redirect refused (redirects are never followed); check the endpoint", resp.StatusCode)}
-	}
-	return decodeUnaryError(resp.StatusCode, body)
-}
-
 // serverStream performs a server-streaming Connect call, handing each
 // message's JSON to onMessage as it arrives. When p is idempotent, the whole
 // call may be repeated on a transient failure, so onMessage must tolerate that.
@@ -215,23 +206,6 @@ func readStream(r io.Reader, onMessage func([]byte) error) error {
 			return err
 		}
 	}
-}
-
-// endStreamError decodes an end-of-stream message; nil when it carries none.
-func endStreamError(payload []byte) error {
-	var end struct {
-		Error *wireError `json:"error"`
-	}
-	if err := json.Unmarshal(payload, &end); err != nil {
-		return fmt.Errorf("malformed end-of-stream message: %w", err)
-	}
-	if end.Error == nil {
-		return nil
-	}
-	if end.Error.Code == "" {
-		end.Error.Code = string(CodeUnknown)
-	}
-	return end.Error.toAPIError(http.StatusOK)
 }
 
 // envelopeReader reads Connect envelopes: 1 flag byte, a 4-byte big-endian

@@ -43,7 +43,7 @@ func TestReadStreamEndWithError(t *testing.T) {
 		`{"error":{"code":"resource_exhausted","message":"quota"},"metadata":{"x":["y"]}}`)...)
 	_, err := collect(t, bytes.NewReader(data))
 	var apiErr *APIError
-	if !errors.As(err, &apiErr) || apiErr.Code != CodeResourceExhausted || apiErr.HTTPStatus != 200 || !errors.Is(err, ErrResourceExhausted) {
+	if !errors.As(err, &apiErr) || apiErr.Code != CodeResourceExhausted || apiErr.HTTPStatus != 200 || CodeOf(err) != CodeResourceExhausted {
 		t.Fatalf("err %v", err)
 	}
 }

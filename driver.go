@@ -157,7 +157,7 @@ func timedOut(runCtx context.Context, err error) bool {
 		return true
 	}
 	deadline, ok := runCtx.Deadline()
-	return ok && errors.Is(err, ErrDeadlineExceeded) && time.Until(deadline) < 250*time.Millisecond
+	return ok && CodeOf(err) == CodeDeadlineExceeded && time.Until(deadline) < 250*time.Millisecond
 }
 
 func (r *ExecutionResult) fail(err error) {

@@ -268,7 +268,7 @@ func TestCallerCancelDestroys(t *testing.T) {
 func TestBootFailureDestroys(t *testing.T) {
 	env := newTestEnv(t, Config{}, nsemu.Options{Faults: []nsemu.Fault{{Method: "Boot"}}})
 	res := env.driver.Execute(context.Background(), commandRequest("true"), Callbacks{})
-	if res.Status != StatusFailed || !errors.Is(res.Err, ErrInternal) || res.Metadata == nil || !res.Metadata.Destroyed {
+	if res.Status != StatusFailed || CodeOf(res.Err) != CodeInternal || res.Metadata == nil || !res.Metadata.Destroyed {
 		t.Fatalf("result %+v", res)
 	}
 }

@@ -1,5 +1,8 @@
 package nsdriver
 
+// Connect errors as they arrive on the wire: unary error bodies, stream
+// trailers, and the details the API documents.
+
 import (
 	"encoding/binary"
 	"encoding/json"
@@ -60,6 +63,56 @@ func printableSnippet(b []byte, limit int) string {
 		s = s[:limit] + "…"
 	}
 	return s
+}
+
+// responseError decodes a non-200 response; redirects are reported as such.
+func responseError(resp *http.Response, body []byte) *APIError {
+	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		return &APIError{Code: CodeUnknown, HTTPStatus: resp.StatusCode,
+			Message: fmt.Sprintf("HTTP %d redirect refused (redirects are never followed); check the endpoint", resp.StatusCode)}
+	}
+	return decodeUnaryError(resp.StatusCode, body)
+}
+
+// endStreamError decodes an end-of-stream message; nil when it carries none.
+func endStreamError(payload []byte) error {
+	var end struct {
+		Error *wireError `json:"error"`
+	}
+	if err := json.Unmarshal(payload, &end); err != nil {
+		return fmt.Errorf("malformed end-of-stream message: %w", err)
+	}
+	if end.Error == nil {
+		return nil
+	}
+	if end.Error.Code == "" {
+		end.Error.Code = string(CodeUnknown)
+	}
+	return end.Error.toAPIError(http.StatusOK)
+}
+
+// codeFromHTTPStatus infers a code when the body is not a Connect error.
+func codeFromHTTPStatus(status int) Code {
+	switch status {
+	case http.StatusBadRequest:
+		return CodeInternal
+	case http.StatusUnauthorized:
+		return CodeUnauthenticated
+	case http.StatusForbidden:
+		return CodePermissionDenied
+	case http.StatusNotFound:
+		return CodeUnimplemented
+	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return CodeUnavailable
+	}
+	return CodeUnknown
+}
+
+var knownCodes = map[Code]bool{
+	CodeCanceled: true, CodeUnknown: true, CodeInvalidArgument: true, CodeDeadlineExceeded: true,
+	CodeNotFound: true, CodeAlreadyExists: true, CodePermissionDenied: true, CodeResourceExhausted: true,
+	CodeFailedPrecondition: true, CodeAborted: true, CodeOutOfRange: true, CodeUnimplemented: true,
+	CodeInternal: true, CodeUnavailable: true, CodeDataLoss: true, CodeUnauthenticated: true,
 }
 
 const detailPrefix = "namespace.cloud.compute.v1beta."

@@ -1,9 +1,9 @@
 package nsdriver
 
 import (
+	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"strings"
 )
 
@@ -30,28 +30,29 @@ const (
 	CodeUnauthenticated    Code = "unauthenticated"
 )
 
-// Sentinels for errors.Is: an *APIError matches the sentinel of its code.
+// Errors callers test with errors.Is. An *APIError matches the first four
+// by its code (see APIError.Is).
 var (
-	ErrCanceled           = codeSentinel(CodeCanceled)
-	ErrUnknown            = codeSentinel(CodeUnknown)
-	ErrInvalidArgument    = codeSentinel(CodeInvalidArgument)
-	ErrDeadlineExceeded   = codeSentinel(CodeDeadlineExceeded)
-	ErrNotFound           = codeSentinel(CodeNotFound)
-	ErrAlreadyExists      = codeSentinel(CodeAlreadyExists)
-	ErrPermissionDenied   = codeSentinel(CodePermissionDenied)
-	ErrResourceExhausted  = codeSentinel(CodeResourceExhausted)
-	ErrFailedPrecondition = codeSentinel(CodeFailedPrecondition)
-	ErrAborted            = codeSentinel(CodeAborted)
-	ErrOutOfRange         = codeSentinel(CodeOutOfRange)
-	ErrUnimplemented      = codeSentinel(CodeUnimplemented)
-	ErrInternal           = codeSentinel(CodeInternal)
-	ErrUnavailable        = codeSentinel(CodeUnavailable)
-	ErrDataLoss           = codeSentinel(CodeDataLoss)
-	ErrUnauthenticated    = codeSentinel(CodeUnauthenticated)
-)
+	// ErrNotFound: the instance does not exist (any more).
+	ErrNotFound = errors.New("namespace: not found")
+	// ErrUnauthenticated: Namespace refused the token.
+	ErrUnauthenticated = errors.New("namespace: unauthenticated")
+	// ErrTimeout: the execution hit the timeout setting, or an API call its
+	// deadline.
+	ErrTimeout = errors.New("execution timed out")
+	// ErrInvalidRequest: the request was rejected before a VM was created
+	// (by the driver, or by Namespace as invalid_argument).
+	ErrInvalidRequest = errors.New("invalid ExecutionRequest")
+	// ErrWorkloadFailed: the command or model exited non-zero; see
+	// *WorkloadError for its exit code.
+	ErrWorkloadFailed = errors.New("workload failed")
+	// ErrPanicked: a callback (or the driver) panicked during Execute.
+	ErrPanicked = errors.New("a panic stopped the execution")
+	// ErrOutputTooLarge: stdout passed maxOutputBytes.
+	ErrOutputTooLarge = errors.New("output exceeds maxOutputBytes")
+	// ErrInvalidConfig matches every *ConfigError.
+	ErrInvalidConfig = errors.New("invalid driverConfig")
 
-// Errors of the client itself, before or beside the API.
-var (
 	// ErrInsecureEndpoint: the token would travel in clear text to a host
 	// that is not loopback. Nothing was sent.
 	ErrInsecureEndpoint = errors.New("refusing to send the Namespace token over plain http to a non-loopback host; use an https endpoint")
@@ -66,10 +67,6 @@ var (
 	// ErrMessageTooLarge: a stream message declared a length over the cap.
 	ErrMessageTooLarge = errors.New("a Namespace API stream message exceeds the size cap")
 )
-
-type codeSentinel Code
-
-func (c codeSentinel) Error() string { return "namespace: " + string(c) }
 
 // APIError is an error returned by the Namespace API.
 type APIError struct {
@@ -106,10 +103,41 @@ func (e *APIError) Error() string {
 	return b.String()
 }
 
-// Is matches the sentinel error of e's code.
+// Is lets the few codes callers branch on match a sentinel: not_found
+// matches ErrNotFound, unauthenticated ErrUnauthenticated,
+// deadline_exceeded ErrTimeout and invalid_argument ErrInvalidRequest. For
+// any other code use CodeOf.
 func (e *APIError) Is(target error) bool {
-	s, ok := target.(codeSentinel)
-	return ok && Code(s) == e.Code
+	switch target {
+	case ErrNotFound:
+		return e.Code == CodeNotFound
+	case ErrUnauthenticated:
+		return e.Code == CodeUnauthenticated
+	case ErrTimeout:
+		return e.Code == CodeDeadlineExceeded
+	case ErrInvalidRequest:
+		return e.Code == CodeInvalidArgument
+	}
+	return false
+}
+
+// CodeOf returns the Connect code of the first *APIError in err's chain;
+// canceled or deadline_exceeded for an error that wraps the context's;
+// "" for nil; unknown for anything else.
+func CodeOf(err error) Code {
+	if err == nil {
+		return ""
+	}
+	var apiErr *APIError
+	switch {
+	case errors.As(err, &apiErr):
+		return apiErr.Code
+	case errors.Is(err, context.Canceled):
+		return CodeCanceled
+	case errors.Is(err, context.DeadlineExceeded):
+		return CodeDeadlineExceeded
+	}
+	return CodeUnknown
 }
 
 // UserMessage is a sentence for a person: what went wrong and what to do.
@@ -169,26 +197,47 @@ func UserMessage(err error) string {
 	return err.Error()
 }
 
-// codeFromHTTPStatus infers a code when the body is not a Connect error.
-func codeFromHTTPStatus(status int) Code {
-	switch status {
-	case http.StatusBadRequest:
-		return CodeInternal
-	case http.StatusUnauthorized:
-		return CodeUnauthenticated
-	case http.StatusForbidden:
-		return CodePermissionDenied
-	case http.StatusNotFound:
-		return CodeUnimplemented
-	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
-		return CodeUnavailable
-	}
-	return CodeUnknown
+// WorkloadError is a workload that ran and failed: its message is the
+// workload's own (stderr, or the runner's explanation). It matches
+// ErrWorkloadFailed.
+type WorkloadError struct {
+	ExitCode int
+	Message  string
 }
 
-var knownCodes = map[Code]bool{
-	CodeCanceled: true, CodeUnknown: true, CodeInvalidArgument: true, CodeDeadlineExceeded: true,
-	CodeNotFound: true, CodeAlreadyExists: true, CodePermissionDenied: true, CodeResourceExhausted: true,
-	CodeFailedPrecondition: true, CodeAborted: true, CodeOutOfRange: true, CodeUnimplemented: true,
-	CodeInternal: true, CodeUnavailable: true, CodeDataLoss: true, CodeUnauthenticated: true,
+func (e *WorkloadError) Error() string { return e.Message }
+
+// Is matches ErrWorkloadFailed.
+func (e *WorkloadError) Is(target error) bool { return target == ErrWorkloadFailed }
+
+// Problem is one invalid config value, with its key path ("env.FOO").
+type Problem struct {
+	Path    string
+	Message string
+}
+
+// ConfigError lists every problem found in a driverConfig. It matches
+// ErrInvalidConfig.
+type ConfigError struct{ Problems []Problem }
+
+func (e *ConfigError) Error() string {
+	parts := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		parts[i] = p.Path + ": " + p.Message
+	}
+	return "invalid driverConfig: " + strings.Join(parts, "; ")
+}
+
+// Is matches ErrInvalidConfig.
+func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig }
+
+func (e *ConfigError) add(path, format string, args ...any) {
+	e.Problems = append(e.Problems, Problem{path, fmt.Sprintf(format, args...)})
+}
+
+func (e *ConfigError) orNil() error {
+	if len(e.Problems) == 0 {
+		return nil
+	}
+	return e
 }

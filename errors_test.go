@@ -1,6 +1,7 @@
 package nsdriver
 
 import (
+	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -10,7 +11,7 @@ import (
 
 func TestDecodeUnaryErrorConnectBody(t *testing.T) {
 	e := decodeUnaryError(400, []byte(`{"code":"invalid_argument","message":"shape.virtual_cpu 3 is not valid"}`))
-	if e.Code != CodeInvalidArgument || !errors.Is(e, ErrInvalidArgument) || errors.Is(e, ErrInternal) {
+	if e.Code != CodeInvalidArgument || CodeOf(e) != CodeInvalidArgument || CodeOf(e) == CodeInternal {
 		t.Fatalf("%#v", e)
 	}
 	if got := e.UserMessage(); got != "Invalid Namespace config: shape.virtual_cpu 3 is not valid" {
@@ -124,7 +125,7 @@ func TestUserMessagesVerbatim(t *testing.T) {
 func TestErrorsIsThroughWrapping(t *testing.T) {
 	err := fmt.Errorf("creating: %w", &APIError{Code: CodeNotFound})
 	var apiErr *APIError
-	if !errors.Is(err, ErrNotFound) || !errors.As(err, &apiErr) || errors.Is(err, ErrUnavailable) {
+	if !errors.Is(err, ErrNotFound) || !errors.As(err, &apiErr) || CodeOf(err) == CodeUnavailable {
 		t.Fatal("errors.Is/As through wrapping")
 	}
 	if UserMessage(err) != apiErr.UserMessage() || UserMessage(errors.New("x")) != "x" {
@@ -136,6 +137,36 @@ func TestParseProtoFieldsRejectsGarbage(t *testing.T) {
 	for _, b := range [][]byte{{0x0a, 0x05, 'a'}, {0x80}, {0x0b}, {0x00, 0x01}} {
 		if _, err := parseProtoFields(b); err == nil {
 			t.Errorf("%x parsed", b)
+		}
+	}
+}
+
+func TestCodeOfAndSentinels(t *testing.T) {
+	wrapped := func(c Code) error { return fmt.Errorf("calling: %w", &APIError{Code: c}) }
+	cases := []struct {
+		err  error
+		code Code
+		is   error
+	}{
+		{nil, "", nil},
+		{wrapped(CodeNotFound), CodeNotFound, ErrNotFound},
+		{wrapped(CodeUnauthenticated), CodeUnauthenticated, ErrUnauthenticated},
+		{wrapped(CodeDeadlineExceeded), CodeDeadlineExceeded, ErrTimeout},
+		{wrapped(CodeInvalidArgument), CodeInvalidArgument, ErrInvalidRequest},
+		{wrapped(CodeResourceExhausted), CodeResourceExhausted, nil},
+		{fmt.Errorf("x: %w", context.Canceled), CodeCanceled, nil},
+		{fmt.Errorf("x: %w", context.DeadlineExceeded), CodeDeadlineExceeded, nil},
+		{errors.New("plain"), CodeUnknown, nil},
+	}
+	sentinels := []error{ErrNotFound, ErrUnauthenticated, ErrTimeout, ErrInvalidRequest}
+	for _, tc := range cases {
+		if got := CodeOf(tc.err); got != tc.code {
+			t.Errorf("CodeOf(%v) = %q, want %q", tc.err, got, tc.code)
+		}
+		for _, s := range sentinels {
+			if want := s == tc.is; errors.Is(tc.err, s) != want {
+				t.Errorf("errors.Is(%v, %v) = %v, want %v", tc.err, s, !want, want)
+			}
 		}
 	}
 }

@@ -187,7 +187,7 @@ func runScenario(t *testing.T, s step, faultName string, f *nsemu.Fault) {
 		}
 		return
 	}
-	if res.Status != StatusFailed || !errors.Is(res.Err, wantErr) || !strings.Contains(res.Error, wantMessage) || len(res.Outputs) != 0 {
+	if res.Status != StatusFailed || !matches(res.Err, wantErr) || !strings.Contains(res.Error, wantMessage) || len(res.Outputs) != 0 {
 		t.Fatalf("result %+v\nwant an error matching %v saying %q", res, wantErr, wantMessage)
 	}
 	created := env.emu.Count("CreateInstance") > 0 && (s.name != "create")
@@ -221,7 +221,7 @@ func cancelWhenCalled(emu *nsemu.Server, method string, cancel func(), stop <-ch
 func expectation(s step, faultName string) (string, error) {
 	for code, msg := range codeMessages {
 		if faultName == code.String() {
-			return msg, codeSentinel(Code(code.String()))
+			return msg, codeIs(Code(code.String()))
 		}
 	}
 	switch faultName {
@@ -301,4 +301,16 @@ func checkNoSecrets(t *testing.T, env *testEnv, res ExecutionResult) {
 			}
 		}
 	}
+}
+
+// codeIs stands for "an error whose CodeOf is c" in an expectation.
+type codeIs Code
+
+func (c codeIs) Error() string { return "code " + string(c) }
+
+func matches(err, want error) bool {
+	if c, ok := want.(codeIs); ok {
+		return CodeOf(err) == Code(c)
+	}
+	return errors.Is(err, want)
 }

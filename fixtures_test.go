@@ -179,7 +179,7 @@ func clientErrors(t *testing.T, c *cassetteRun) {
 	cl := c.client(t)
 	bad := fixtureCreate()
 	bad.Shape.VirtualCPU = 3
-	if _, err := cl.CreateInstance(ctx, bad); !errors.Is(err, ErrInvalidArgument) {
+	if _, err := cl.CreateInstance(ctx, bad); CodeOf(err) != CodeInvalidArgument {
 		t.Fatalf("invalid_argument: %v", err)
 	}
 	if _, err := cl.DescribeInstance(ctx, &DescribeInstanceRequest{InstanceID: "missing"}); !errors.Is(err, ErrNotFound) {
@@ -199,13 +199,13 @@ func clientErrors(t *testing.T, c *cassetteRun) {
 		t.Fatalf("resource_exhausted: %v", err)
 	}
 	if _, err := cl.RunCommandSync(ctx, inst.CommandEndpoint(), &RunCommandRequest{InstanceID: inst.InstanceID(), TargetContainerName: "main",
-		Command: &Command{Command: []string{"true"}}}); !errors.Is(err, ErrFailedPrecondition) {
+		Command: &Command{Command: []string{"true"}}}); CodeOf(err) != CodeFailedPrecondition {
 		t.Fatalf("failed_precondition: %v", err)
 	}
-	if _, err := cl.ListInstances(ctx, &ListInstancesRequest{}); !errors.Is(err, ErrUnavailable) {
+	if _, err := cl.ListInstances(ctx, &ListInstancesRequest{}); CodeOf(err) != CodeUnavailable {
 		t.Fatalf("unavailable: %v", err)
 	}
-	if _, err := cl.WaitInstanceSync(ctx, &WaitInstanceRequest{InstanceID: inst.InstanceID()}); !errors.Is(err, ErrDeadlineExceeded) {
+	if _, err := cl.WaitInstanceSync(ctx, &WaitInstanceRequest{InstanceID: inst.InstanceID()}); CodeOf(err) != CodeDeadlineExceeded {
 		t.Fatalf("deadline_exceeded from the server: %v", err)
 	}
 	if err := cl.DestroyInstance(ctx, &DestroyInstanceRequest{InstanceID: inst.InstanceID()}); err != nil {
@@ -236,7 +236,7 @@ func commandFailure(t *testing.T, c *cassetteRun) {
 
 func bootFailure(t *testing.T, c *cassetteRun) {
 	res := c.driver(t, Config{}).Execute(context.Background(), commandRequest("true"), Callbacks{})
-	if res.Status != StatusFailed || !errors.Is(res.Err, ErrInternal) || res.Metadata == nil || !res.Metadata.Destroyed {
+	if res.Status != StatusFailed || CodeOf(res.Err) != CodeInternal || res.Metadata == nil || !res.Metadata.Destroyed {
 		t.Fatalf("result %+v", res)
 	}
 }

@@ -109,7 +109,7 @@ func TestClientErrorsFromEmulator(t *testing.T) {
 	ctx := context.Background()
 	bad := testCreateRequest()
 	bad.Shape.VirtualCPU = 3
-	if _, err := c.CreateInstance(ctx, bad); !errors.Is(err, ErrInvalidArgument) || !strings.HasPrefix(UserMessage(err), "Invalid Namespace config: ") {
+	if _, err := c.CreateInstance(ctx, bad); CodeOf(err) != CodeInvalidArgument || !strings.HasPrefix(UserMessage(err), "Invalid Namespace config: ") {
 		t.Fatalf("invalid: %v", err)
 	}
 	if _, err := c.CreateInstance(ctx, testCreateRequest()); err != nil {

@@ -176,30 +176,3 @@ type Callbacks struct {
 	// arrives through OnLog as lines.
 	OnStdout func(chunk []byte)
 }
-
-// Errors an ExecutionResult's Err can match.
-var (
-	// ErrInvalidRequest: the request was rejected before a VM was created.
-	ErrInvalidRequest = errors.New("invalid ExecutionRequest")
-	// ErrTimeout: the execution hit the timeout setting.
-	ErrTimeout = errors.New("execution timed out")
-	// ErrWorkloadFailed: the command or model exited non-zero.
-	ErrWorkloadFailed = errors.New("workload failed")
-	// ErrPanicked: a callback (or the driver) panicked during Execute.
-	ErrPanicked = errors.New("a panic stopped the execution")
-	// ErrOutputTooLarge: stdout passed maxOutputBytes.
-	ErrOutputTooLarge = errors.New("output exceeds maxOutputBytes")
-)
-
-// WorkloadError is a workload that ran and failed: its message is the
-// workload's own (stderr, or the runner's explanation). It matches
-// ErrWorkloadFailed.
-type WorkloadError struct {
-	ExitCode int
-	Message  string
-}
-
-func (e *WorkloadError) Error() string { return e.Message }
-
-// Is matches ErrWorkloadFailed.
-func (e *WorkloadError) Is(target error) bool { return target == ErrWorkloadFailed }
