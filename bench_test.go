@@ -220,7 +220,7 @@ func report(b *testing.B, stats []opStats, rawBytes int) {
 
 func runDriver(b *testing.B, d *Driver, req ExecutionRequest) string {
 	res := d.Execute(context.Background(), req, Callbacks{})
-	if res.Status != StatusSuccess || res.Metadata == nil || !res.Metadata.Destroyed {
+	if res.Status != ResultSuccess || res.Metadata == nil || !res.Metadata.Destroyed {
 		b.Fatalf("execution failed: %+v", res)
 	}
 	return res.Metadata.InstanceID
@@ -377,7 +377,7 @@ func TestGeneratedBundleRuns(t *testing.T) {
 	denoPath(t)
 	env := newTestEnv(t, Config{}, nsemu.Options{})
 	res := env.driver.Execute(context.Background(), bundleRequest(string(jsBundle(1, 600<<10)), "run"), Callbacks{})
-	if res.Status != StatusSuccess || string(res.Outputs[0].Content) != `{"ok":true}` {
+	if res.Status != ResultSuccess || string(res.Outputs[0].Content) != `{"ok":true}` {
 		t.Fatalf("%+v", res)
 	}
 }

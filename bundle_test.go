@@ -74,7 +74,7 @@ func TestBundleModeContract(t *testing.T) {
 	env := newTestEnv(t, Config{}, nsemu.Options{})
 	var logs []string
 	res := env.driver.Execute(context.Background(), bundleRequest(testModel, "everything"), Callbacks{OnLog: func(l string) { logs = append(logs, l) }})
-	if res.Status != StatusSuccess {
+	if res.Status != ResultSuccess {
 		t.Fatalf("result %+v", res)
 	}
 	out := outputsByName(res.Outputs)
@@ -116,16 +116,16 @@ func TestBundleUnknownAndThrowingMethods(t *testing.T) {
 	env := newTestEnv(t, Config{}, nsemu.Options{})
 	res := env.driver.Execute(context.Background(), bundleRequest(testModel, "nope"), Callbacks{})
 	var we *WorkloadError
-	if res.Status != StatusFailed || !errors.As(res.Err, &we) || we.ExitCode != runnerUnknownMethod ||
+	if res.Status != ResultError || !errors.As(res.Err, &we) || we.ExitCode != runnerUnknownMethod ||
 		!strings.Contains(res.Error, `unknown method "nope"`) || !strings.Contains(res.Error, "everything, boom, exitEarly") {
 		t.Fatalf("unknown: %+v", res)
 	}
 	res = env.driver.Execute(context.Background(), bundleRequest(testModel, "boom"), Callbacks{})
-	if res.Status != StatusFailed || !errors.As(res.Err, &we) || we.ExitCode != runnerMethodThrew || !strings.Contains(res.Error, "kaboom from the model") || len(res.Outputs) != 0 {
+	if res.Status != ResultError || !errors.As(res.Err, &we) || we.ExitCode != runnerMethodThrew || !strings.Contains(res.Error, "kaboom from the model") || len(res.Outputs) != 0 {
 		t.Fatalf("throwing: %+v", res)
 	}
 	res = env.driver.Execute(context.Background(), bundleRequest("this is not javascript {", "x"), Callbacks{})
-	if res.Status != StatusFailed || !errors.As(res.Err, &we) || we.ExitCode != runnerLoadFailed || !strings.Contains(res.Error, "could not be loaded") {
+	if res.Status != ResultError || !errors.As(res.Err, &we) || we.ExitCode != runnerLoadFailed || !strings.Contains(res.Error, "could not be loaded") {
 		t.Fatalf("not a module: %+v", res)
 	}
 }
@@ -134,7 +134,7 @@ func TestBundleWithoutFrameFallsBackToRawOutput(t *testing.T) {
 	denoPath(t)
 	env := newTestEnv(t, Config{}, nsemu.Options{})
 	res := env.driver.Execute(context.Background(), bundleRequest(testModel, "exitEarly"), Callbacks{})
-	if res.Status != StatusSuccess || len(res.Outputs) != 1 || res.Outputs[0].SpecName != "output" || res.Outputs[0].Name != "output" ||
+	if res.Status != ResultSuccess || len(res.Outputs) != 1 || res.Outputs[0].SpecName != "output" || res.Outputs[0].Name != "output" ||
 		res.Outputs[0].Type != OutputResource {
 		t.Fatalf("result %+v", res)
 	}
@@ -148,7 +148,7 @@ func TestLargeIncompressibleBundleSpills(t *testing.T) {
 	bundle := "const blob = " + strings.Repeat(" ", 0) + "`" + base64.StdEncoding.EncodeToString(noise)[:2<<20] + "`;\n" +
 		`export const model = { methods: { size: { execute(a, ctx) { ctx.writeResource("s", "len", { len: blob.length }); } } } };`
 	res := env.driver.Execute(context.Background(), bundleRequest(bundle, "size"), Callbacks{})
-	if res.Status != StatusSuccess || string(res.Outputs[0].Content) != `{"len":2097152}` {
+	if res.Status != ResultSuccess || string(res.Outputs[0].Content) != `{"len":2097152}` {
 		t.Fatalf("result %+v", res)
 	}
 	if n := env.emu.Count("RunCommandSync"); n < 1 {
@@ -165,7 +165,7 @@ func TestInstallModeFailsClearly(t *testing.T) {
 	ln.Close()
 	env := newTestEnv(t, Config{DenoSetup: DenoSetupInstall, DenoInstallURL: closedURL}, nsemu.Options{})
 	res := env.driver.Execute(context.Background(), bundleRequest(testModel, "everything"), Callbacks{})
-	if res.Status != StatusFailed || !strings.Contains(res.Error, "installing Deno from "+closedURL+" failed") ||
+	if res.Status != ResultError || !strings.Contains(res.Error, "installing Deno from "+closedURL+" failed") ||
 		!strings.Contains(res.Error, "denoInstallUrl") {
 		t.Fatalf("result %+v", res)
 	}
@@ -174,7 +174,7 @@ func TestInstallModeFailsClearly(t *testing.T) {
 func TestImageWithoutDeno(t *testing.T) {
 	env := newTestEnv(t, Config{}, nsemu.Options{Images: map[string]string{DefaultBundleImage: "/usr/bin:/bin"}})
 	res := env.driver.Execute(context.Background(), bundleRequest(testModel, "everything"), Callbacks{})
-	if res.Status != StatusFailed || !strings.Contains(res.Error, "deno was not found in the image") || !strings.Contains(res.Error, "bundleImage") {
+	if res.Status != ResultError || !strings.Contains(res.Error, "deno was not found in the image") || !strings.Contains(res.Error, "bundleImage") {
 		t.Fatalf("result %+v", res)
 	}
 }

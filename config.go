@@ -40,7 +40,7 @@ type Config struct {
 	Endpoint       string            `json:"endpoint,omitempty" jsonschema:"format=uri" jsonschema_description:"API base URL; overrides region. https, or http to a loopback address only."`
 	MachineType    string            `json:"machineType,omitempty" jsonschema:"pattern=^(2|4|8|16|32)x(2|4|8|16|32|64|128|256|512)$,default=2x4" jsonschema_description:"<vCPU>x<GB>: vCPU in 2/4/8/16/32, GB a power of two from 2 to 512."`
 	Arch           string            `json:"arch,omitempty" jsonschema:"enum=amd64,enum=arm64,default=amd64" jsonschema_description:"CPU architecture."`
-	Timeout        Timeout           `json:"timeout,omitzero" jsonschema_description:"Limit on one execution: milliseconds (number) or a duration string such as 90s. Default 600000 (10 min)."`
+	Timeout        Milliseconds      `json:"timeout,omitzero" jsonschema_description:"Limit on one execution: milliseconds (number) or a duration string such as 90s. Default 600000 (10 min)."`
 	Duration       DurationString    `json:"duration,omitzero" jsonschema_description:"Instance deadline after creation, a duration string such as 15m. At least timeout + 1m; default timeout + 5m."`
 	Bare           *bool             `json:"bare,omitempty" jsonschema:"default=true" jsonschema_description:"true: a bare VM; false requests Kubernetes."`
 	Image          string            `json:"image,omitempty" jsonschema:"default=builtin:base" jsonschema_description:"Command-mode container image. builtin:* is a Namespace-managed image (knownImageId); anything else an image reference."`
@@ -54,35 +54,36 @@ type Config struct {
 	WarmPool       int               `json:"warmPool,omitempty" jsonschema:"minimum=0,default=0" jsonschema_description:"Pre-booted VMs kept per image; each is still used once."`
 }
 
-// Timeout is a duration given as milliseconds (a JSON number) or as a
-// duration string ("90s").
-type Timeout time.Duration
+// Milliseconds is a duration whose JSON is a number of milliseconds, as
+// swamp's driverConfig writes timeouts; a duration string ("90s") is
+// accepted too.
+type Milliseconds time.Duration
 
 // MarshalJSON writes milliseconds, the form swamp uses.
-func (t Timeout) MarshalJSON() ([]byte, error) {
+func (t Milliseconds) MarshalJSON() ([]byte, error) {
 	return []byte(strconv.FormatInt(time.Duration(t).Milliseconds(), 10)), nil
 }
 
 // UnmarshalJSON accepts 90000 and "90s".
-func (t *Timeout) UnmarshalJSON(b []byte) error {
+func (t *Milliseconds) UnmarshalJSON(b []byte) error {
 	if len(b) > 0 && b[0] == '"' {
 		var d DurationString
 		if err := d.UnmarshalJSON(b); err != nil {
 			return err
 		}
-		*t = Timeout(d)
+		*t = Milliseconds(d)
 		return nil
 	}
 	ms, err := strconv.ParseFloat(string(b), 64)
 	if err != nil {
 		return fmt.Errorf("want milliseconds or a duration string such as \"90s\", got %s", b)
 	}
-	*t = Timeout(ms * float64(time.Millisecond))
+	*t = Milliseconds(ms * float64(time.Millisecond))
 	return nil
 }
 
 // JSONSchema describes both accepted forms.
-func (Timeout) JSONSchema() *jsonschema.Schema {
+func (Milliseconds) JSONSchema() *jsonschema.Schema {
 	return &jsonschema.Schema{OneOf: []*jsonschema.Schema{
 		{Type: "number", ExclusiveMinimum: json.Number("0")},
 		{Type: "string", Pattern: durationPattern},
@@ -225,7 +226,7 @@ func (c Config) WithDefaults() Config {
 	def(&c.DenoSetup, DenoSetupPreinstalled)
 	def(&c.DenoInstallURL, DefaultDenoInstallURL)
 	if c.Timeout == 0 {
-		c.Timeout = Timeout(DefaultTimeout)
+		c.Timeout = Milliseconds(DefaultTimeout)
 	}
 	if c.Duration == 0 && c.Timeout > 0 {
 		c.Duration = DurationString(time.Duration(c.Timeout) + 5*time.Minute)

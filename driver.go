@@ -25,40 +25,17 @@ type Driver struct {
 	pool   *warmPool           // nil: no warm pool
 }
 
-type driverOptions struct {
-	client     *Client
-	logger     *slog.Logger
-	clientOpts []Option
-}
-
-// DriverOption configures New.
-type DriverOption func(*driverOptions)
-
-// WithClient makes the driver use c instead of building a client from the
-// config's token and endpoint.
-func WithClient(c *Client) DriverOption { return func(o *driverOptions) { o.client = c } }
-
-// WithDriverLogger sets the logger for progress lines (creating, ready,
-// running, destroyed, cost). Secrets are never logged.
-func WithDriverLogger(l *slog.Logger) DriverOption { return func(o *driverOptions) { o.logger = l } }
-
-// WithClientOptions passes options (HTTP client, retry policy, …) to the
-// client New builds.
-func WithClientOptions(opts ...Option) DriverOption {
-	return func(o *driverOptions) { o.clientOpts = append(o.clientOpts, opts...) }
-}
-
 // New validates cfg and returns a Driver. Without WithClient, it resolves
 // the token (cfg.Token, cfg.TokenFile, then the chain of ResolveToken) and
 // the endpoint (cfg.Endpoint, NSC_ENDPOINT, cfg.Region).
-func New(cfg Config, opts ...DriverOption) (*Driver, error) {
+func New(cfg Config, opts ...Option) (*Driver, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	cfg = cfg.WithDefaults()
 	o := driverOptions{}
 	for _, opt := range opts {
-		opt(&o)
+		opt.applyToDriver(&o)
 	}
 	if o.logger == nil {
 		o.logger = slog.New(slog.DiscardHandler)
@@ -69,7 +46,7 @@ func New(cfg Config, opts ...DriverOption) (*Driver, error) {
 		if err != nil {
 			return nil, err
 		}
-		clientOpts := append([]Option{WithToken(tok.Token), WithEndpoint(ResolveEndpoint(cfg.Endpoint, cfg.Region)), WithLogger(o.logger)}, o.clientOpts...)
+		clientOpts := append([]ClientOption{WithToken(tok.Token), WithEndpoint(ResolveEndpoint(cfg.Endpoint, cfg.Region)), WithLogger(o.logger)}, o.clientOpts...)
 		if client, err = NewClient(clientOpts...); err != nil {
 			return nil, err
 		}
@@ -135,7 +112,7 @@ func (d *Driver) Execute(ctx context.Context, req ExecutionRequest, cb Callbacks
 	x := &execution{d: d, req: req, cb: cb, res: &res, runID: d.vms.newID(), mode: mode}
 	outputs, err := x.run(runCtx)
 	if err == nil {
-		res.Status = StatusSuccess
+		res.Status = ResultSuccess
 		res.Outputs = outputs
 		return res
 	}
@@ -161,7 +138,7 @@ func timedOut(runCtx context.Context, err error) bool {
 }
 
 func (r *ExecutionResult) fail(err error) {
-	r.Status = StatusFailed
+	r.Status = ResultError
 	r.Err = err
 	r.Error = UserMessage(err)
 	r.Outputs = []DriverOutput{}

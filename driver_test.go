@@ -87,7 +87,7 @@ func newTestEnv(t testing.TB, cfg Config, opts nsemu.Options) *testEnv {
 	emu := startTestEmu(t, opts)
 	cfg.Endpoint, cfg.Token = emu.URL(), emu.Token()
 	logs := &syncBuffer{}
-	d, err := New(cfg, WithDriverLogger(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))),
+	d, err := New(cfg, WithLogger(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))),
 		WithClientOptions(WithRetryPolicy(RetryPolicy{MaxAttempts: 3, InitialBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond})))
 	if err != nil {
 		t.Fatal(err)
@@ -108,7 +108,7 @@ func commandRequest(script string) ExecutionRequest {
 func TestCommandModeSuccess(t *testing.T) {
 	env := newTestEnv(t, Config{}, nsemu.Options{})
 	res := env.driver.Execute(context.Background(), commandRequest("echo hello; echo warn >&2"), Callbacks{})
-	if res.Status != StatusSuccess || res.Error != "" || res.Err != nil {
+	if res.Status != ResultSuccess || res.Error != "" || res.Err != nil {
 		t.Fatalf("result %+v", res)
 	}
 	if len(res.Outputs) != 1 {
@@ -153,7 +153,7 @@ func TestSpecNamingKeepsDocumentOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	res := env.driver.Execute(context.Background(), req, Callbacks{})
-	if res.Status != StatusSuccess || len(res.Outputs) != 2 {
+	if res.Status != ResultSuccess || len(res.Outputs) != 2 {
 		t.Fatalf("result %+v", res)
 	}
 	if res.Outputs[0].SpecName != "zeta" || res.Outputs[0].Name != "zeta" {
@@ -175,12 +175,12 @@ func TestNonZeroExit(t *testing.T) {
 	env := newTestEnv(t, Config{}, nsemu.Options{})
 	res := env.driver.Execute(context.Background(), commandRequest("echo partial; echo 'it broke' >&2; exit 3"), Callbacks{})
 	var we *WorkloadError
-	if res.Status != StatusFailed || res.Error != "it broke" || !errors.Is(res.Err, ErrWorkloadFailed) || !errors.As(res.Err, &we) ||
+	if res.Status != ResultError || res.Error != "it broke" || !errors.Is(res.Err, ErrWorkloadFailed) || !errors.As(res.Err, &we) ||
 		we.ExitCode != 3 || len(res.Outputs) != 0 || !res.Metadata.Destroyed {
 		t.Fatalf("result %+v", res)
 	}
 	res = env.driver.Execute(context.Background(), commandRequest("exit 7"), Callbacks{})
-	if res.Status != StatusFailed || res.Error != "exited with code 7" {
+	if res.Status != ResultError || res.Error != "exited with code 7" {
 		t.Fatalf("result %+v", res)
 	}
 }
@@ -196,7 +196,7 @@ func TestStderrLinesInOrderAndStdoutStreams(t *testing.T) {
 			chunks = append(chunks, string(b))
 			chunkTimes = append(chunkTimes, time.Now())
 		}})
-	if res.Status != StatusSuccess {
+	if res.Status != ResultSuccess {
 		t.Fatalf("result %+v", res)
 	}
 	want := "line 1|line 2|line 3|no newline"
@@ -211,7 +211,7 @@ func TestStderrLinesInOrderAndStdoutStreams(t *testing.T) {
 func TestOutputCap(t *testing.T) {
 	env := newTestEnv(t, Config{MaxOutputBytes: 1000}, nsemu.Options{})
 	res := env.driver.Execute(context.Background(), commandRequest("head -c 5000 /dev/zero; sleep 30"), Callbacks{})
-	if res.Status != StatusFailed || !errors.Is(res.Err, ErrOutputTooLarge) || !strings.Contains(res.Error, "1000") || !res.Metadata.Destroyed {
+	if res.Status != ResultError || !errors.Is(res.Err, ErrOutputTooLarge) || !strings.Contains(res.Error, "1000") || !res.Metadata.Destroyed {
 		t.Fatalf("result %+v", res)
 	}
 }
@@ -225,7 +225,7 @@ func TestLargeScriptIsUploaded(t *testing.T) {
 	}
 	script.WriteString(`echo "total=$total"; pwd`)
 	res := env.driver.Execute(context.Background(), commandRequest(script.String()), Callbacks{})
-	if res.Status != StatusSuccess {
+	if res.Status != ResultSuccess {
 		t.Fatalf("result %+v", res)
 	}
 	if !strings.HasPrefix(string(res.Outputs[0].Content), "total=") || !strings.Contains(string(res.Outputs[0].Content), "nsdriver-") {
@@ -239,7 +239,7 @@ func TestEnvAndTraceHeadersTravelInEnvFields(t *testing.T) {
 	req := commandRequest(`printf '%s|%s|%s' "$API_KEY" "$TRACEPARENT" "$TRACESTATE"`)
 	req.TraceHeaders = map[string]string{"traceparent": "00-abc-def-01", "tracestate": "k=v"}
 	res := env.driver.Execute(context.Background(), req, Callbacks{})
-	if res.Status != StatusSuccess || string(res.Outputs[0].Content) != secret+"|00-abc-def-01|k=v" {
+	if res.Status != ResultSuccess || string(res.Outputs[0].Content) != secret+"|00-abc-def-01|k=v" {
 		t.Fatalf("result %+v %q", res, res.Outputs)
 	}
 	if strings.Contains(env.logs.String(), "s3cr3t") {
@@ -248,9 +248,9 @@ func TestEnvAndTraceHeadersTravelInEnvFields(t *testing.T) {
 }
 
 func TestTimeoutDestroys(t *testing.T) {
-	env := newTestEnv(t, Config{Timeout: Timeout(300 * time.Millisecond)}, nsemu.Options{})
+	env := newTestEnv(t, Config{Timeout: Milliseconds(300 * time.Millisecond)}, nsemu.Options{})
 	res := env.driver.Execute(context.Background(), commandRequest("sleep 30"), Callbacks{})
-	if res.Status != StatusFailed || !errors.Is(res.Err, ErrTimeout) || !strings.Contains(res.Error, "timed out after 300 ms") || !res.Metadata.Destroyed {
+	if res.Status != ResultError || !errors.Is(res.Err, ErrTimeout) || !strings.Contains(res.Error, "timed out after 300 ms") || !res.Metadata.Destroyed {
 		t.Fatalf("result %+v", res)
 	}
 }
@@ -260,7 +260,7 @@ func TestCallerCancelDestroys(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(300*time.Millisecond, cancel)
 	res := env.driver.Execute(ctx, commandRequest("sleep 30"), Callbacks{})
-	if res.Status != StatusFailed || !errors.Is(res.Err, context.Canceled) || !strings.Contains(res.Error, "canceled") || !res.Metadata.Destroyed {
+	if res.Status != ResultError || !errors.Is(res.Err, context.Canceled) || !strings.Contains(res.Error, "canceled") || !res.Metadata.Destroyed {
 		t.Fatalf("result %+v", res)
 	}
 }
@@ -268,7 +268,7 @@ func TestCallerCancelDestroys(t *testing.T) {
 func TestBootFailureDestroys(t *testing.T) {
 	env := newTestEnv(t, Config{}, nsemu.Options{Faults: []nsemu.Fault{{Method: "Boot"}}})
 	res := env.driver.Execute(context.Background(), commandRequest("true"), Callbacks{})
-	if res.Status != StatusFailed || CodeOf(res.Err) != CodeInternal || res.Metadata == nil || !res.Metadata.Destroyed {
+	if res.Status != ResultError || CodeOf(res.Err) != CodeInternal || res.Metadata == nil || !res.Metadata.Destroyed {
 		t.Fatalf("result %+v", res)
 	}
 }
@@ -276,7 +276,7 @@ func TestBootFailureDestroys(t *testing.T) {
 func TestFailingDestroyIsRetried(t *testing.T) {
 	env := newTestEnv(t, Config{}, nsemu.Options{Faults: []nsemu.Fault{{Method: "DestroyInstance", Count: 4, Code: connect.CodeUnavailable}}})
 	res := env.driver.Execute(context.Background(), commandRequest("echo ok"), Callbacks{})
-	if res.Status != StatusSuccess || !res.Metadata.Destroyed || env.emu.Count("DestroyInstance") != 5 {
+	if res.Status != ResultSuccess || !res.Metadata.Destroyed || env.emu.Count("DestroyInstance") != 5 {
 		t.Fatalf("result %+v after %d destroy calls", res, env.emu.Count("DestroyInstance"))
 	}
 }
@@ -285,7 +285,7 @@ func TestRequestWithoutModeCreatesNothing(t *testing.T) {
 	env := newTestEnv(t, Config{}, nsemu.Options{})
 	for _, req := range []ExecutionRequest{{MethodName: "x"}, {MethodArgs: map[string]any{"run": "   "}}, {MethodArgs: map[string]any{"run": 5}}} {
 		res := env.driver.Execute(context.Background(), req, Callbacks{})
-		if res.Status != StatusFailed || !errors.Is(res.Err, ErrInvalidRequest) || res.Metadata != nil ||
+		if res.Status != ResultError || !errors.Is(res.Err, ErrInvalidRequest) || res.Metadata != nil ||
 			!strings.Contains(res.Error, "needs either a bundle or a methodArgs.run string") {
 			t.Fatalf("result %+v", res)
 		}
@@ -308,7 +308,7 @@ func TestConcurrentExecutionsRespectMaxConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 	for i, r := range results {
-		if r.Status != StatusSuccess || string(r.Outputs[0].Content) != fmt.Sprintf("%d\n", i) {
+		if r.Status != ResultSuccess || string(r.Outputs[0].Content) != fmt.Sprintf("%d\n", i) {
 			t.Fatalf("execution %d: %+v", i, r)
 		}
 	}

@@ -133,7 +133,7 @@ func runScenario(t *testing.T, s step, faultName string, f *nsemu.Fault) {
 	if f.Method != "" {
 		opts.Faults = []nsemu.Fault{*f}
 	}
-	env := newTestEnv(t, Config{Timeout: Timeout(timeout), Env: map[string]string{"MATRIX_SECRET": matrixSecret}}, opts)
+	env := newTestEnv(t, Config{Timeout: Milliseconds(timeout), Env: map[string]string{"MATRIX_SECRET": matrixSecret}}, opts)
 	env.driver.vms.destroyCap = 300 * time.Millisecond
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -157,7 +157,7 @@ func runScenario(t *testing.T, s step, faultName string, f *nsemu.Fault) {
 		}
 	}
 	if s.name == "mid-stream" && faultName == "slower than the timeout" {
-		env.driver.cfg.Timeout = Timeout(500 * time.Millisecond)
+		env.driver.cfg.Timeout = Milliseconds(500 * time.Millisecond)
 	}
 
 	ignore := goleak.IgnoreCurrent()
@@ -182,12 +182,12 @@ func runScenario(t *testing.T, s step, faultName string, f *nsemu.Fault) {
 		return
 	}
 	if wantErr == nil {
-		if res.Status != StatusSuccess || !res.Metadata.Destroyed {
+		if res.Status != ResultSuccess || !res.Metadata.Destroyed {
 			t.Fatalf("result %+v", res)
 		}
 		return
 	}
-	if res.Status != StatusFailed || !matches(res.Err, wantErr) || !strings.Contains(res.Error, wantMessage) || len(res.Outputs) != 0 {
+	if res.Status != ResultError || !matches(res.Err, wantErr) || !strings.Contains(res.Error, wantMessage) || len(res.Outputs) != 0 {
 		t.Fatalf("result %+v\nwant an error matching %v saying %q", res, wantErr, wantMessage)
 	}
 	created := env.emu.Count("CreateInstance") > 0 && (s.name != "create")
@@ -249,7 +249,7 @@ func expectation(s step, faultName string) (string, error) {
 // the log names the instance, and the VM still carries its deadline.
 func checkDestroyFailure(t *testing.T, env *testEnv, res ExecutionResult) {
 	t.Helper()
-	if res.Status != StatusSuccess || res.Metadata == nil || res.Metadata.Destroyed {
+	if res.Status != ResultSuccess || res.Metadata == nil || res.Metadata.Destroyed {
 		t.Fatalf("result %+v %+v", res, res.Metadata)
 	}
 	id := res.Metadata.InstanceID

@@ -220,7 +220,7 @@ func commandMode(t *testing.T, c *cassetteRun) {
 	req.FileSpecs = Specs{{Name: "log"}}
 	var logs []string
 	res := d.Execute(context.Background(), req, Callbacks{OnLog: func(l string) { logs = append(logs, l) }})
-	if res.Status != StatusSuccess || string(res.Outputs[0].Content) != "hello\nsecret-ok\n" || res.Outputs[0].SpecName != "result" ||
+	if res.Status != ResultSuccess || string(res.Outputs[0].Content) != "hello\nsecret-ok\n" || res.Outputs[0].SpecName != "result" ||
 		string(res.Outputs[1].Content) != "[stdout]\nhello\nsecret-ok\n\n[stderr]\nlog line\n" || strings.Join(logs, "|") != "log line" || !res.Metadata.Destroyed {
 		t.Fatalf("result %+v %q", res, res.Outputs)
 	}
@@ -229,14 +229,14 @@ func commandMode(t *testing.T, c *cassetteRun) {
 func commandFailure(t *testing.T, c *cassetteRun) {
 	res := c.driver(t, Config{}).Execute(context.Background(), commandRequest("echo 'disk full' >&2; exit 3"), Callbacks{})
 	var we *WorkloadError
-	if res.Status != StatusFailed || res.Error != "disk full" || !errors.As(res.Err, &we) || we.ExitCode != 3 || !res.Metadata.Destroyed {
+	if res.Status != ResultError || res.Error != "disk full" || !errors.As(res.Err, &we) || we.ExitCode != 3 || !res.Metadata.Destroyed {
 		t.Fatalf("result %+v", res)
 	}
 }
 
 func bootFailure(t *testing.T, c *cassetteRun) {
 	res := c.driver(t, Config{}).Execute(context.Background(), commandRequest("true"), Callbacks{})
-	if res.Status != StatusFailed || CodeOf(res.Err) != CodeInternal || res.Metadata == nil || !res.Metadata.Destroyed {
+	if res.Status != ResultError || CodeOf(res.Err) != CodeInternal || res.Metadata == nil || !res.Metadata.Destroyed {
 		t.Fatalf("result %+v", res)
 	}
 }
@@ -244,7 +244,7 @@ func bootFailure(t *testing.T, c *cassetteRun) {
 func bundleMode(t *testing.T, c *cassetteRun) {
 	res := c.driver(t, Config{}).Execute(context.Background(), bundleRequest(testModel, "everything"), Callbacks{})
 	out := outputsByName(res.Outputs)
-	if res.Status != StatusSuccess || len(res.Outputs) != 7 || string(out["lines.txt"].Content) != "one\ntwo" ||
+	if res.Status != ResultSuccess || len(res.Outputs) != 7 || string(out["lines.txt"].Content) != "one\ntwo" ||
 		!strings.Contains(strings.Join(res.Logs, "\n"), "[WARN] w") || !res.Metadata.Destroyed {
 		t.Fatalf("result %+v", res)
 	}
@@ -264,7 +264,7 @@ func spilledBundle() string {
 
 func bundleSpilled(t *testing.T, c *cassetteRun) {
 	res := c.driver(t, Config{}).Execute(context.Background(), bundleRequest(spilledBundle(), "size"), Callbacks{})
-	if res.Status != StatusSuccess || string(res.Outputs[0].Content) != `{"len":1843200}` || !res.Metadata.Destroyed {
+	if res.Status != ResultSuccess || string(res.Outputs[0].Content) != `{"len":1843200}` || !res.Metadata.Destroyed {
 		t.Fatalf("result %+v", res)
 	}
 	if c.emu != nil && c.emu.Count("RunCommandSync") < 1 {

@@ -72,9 +72,9 @@ func (f *fakeAPI) requests() []recorded {
 	return append([]recorded(nil), f.reqs...)
 }
 
-func (f *fakeAPI) client(t *testing.T, opts ...Option) *Client {
+func (f *fakeAPI) client(t *testing.T, opts ...ClientOption) *Client {
 	t.Helper()
-	c, err := NewClient(append([]Option{WithEndpoint(f.URL), WithToken(testToken),
+	c, err := NewClient(append([]ClientOption{WithEndpoint(f.URL), WithToken(testToken),
 		WithRetryPolicy(RetryPolicy{MaxAttempts: 3, InitialBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond})}, opts...)...)
 	if err != nil {
 		t.Fatal(err)

@@ -1,5 +1,3 @@
-// Package nsdriver runs swamp model-method workloads on ephemeral Namespace
-// (namespace.so) VMs, and includes a small client for Namespace's Compute API.
 package nsdriver
 
 import (
@@ -23,48 +21,13 @@ type Client struct {
 	endpoint string
 }
 
-type clientOptions struct {
-	region, endpoint string
-	token            TokenSource
-	httpClient       *http.Client
-	logger           *slog.Logger
-	retry            RetryPolicy
-}
-
-// Option configures NewClient.
-type Option func(*clientOptions)
-
-// WithRegion selects the regional endpoint ("us" or "eu").
-func WithRegion(region string) Option { return func(o *clientOptions) { o.region = region } }
-
-// WithEndpoint overrides the API base URL (https, or http to loopback only).
-func WithEndpoint(url string) Option { return func(o *clientOptions) { o.endpoint = url } }
-
-// WithToken sets the bearer token.
-func WithToken(token string) Option {
-	return func(o *clientOptions) { o.token = StaticToken(token) }
-}
-
-// WithTokenSource sets a source asked for the token on every call.
-func WithTokenSource(src TokenSource) Option { return func(o *clientOptions) { o.token = src } }
-
-// WithHTTPClient sets the HTTP client. Its redirect policy is replaced:
-// redirects are never followed.
-func WithHTTPClient(c *http.Client) Option { return func(o *clientOptions) { o.httpClient = c } }
-
-// WithLogger sets the logger for retries and debugging (never the token).
-func WithLogger(l *slog.Logger) Option { return func(o *clientOptions) { o.logger = l } }
-
-// WithRetryPolicy sets the policy for retrying idempotent calls.
-func WithRetryPolicy(p RetryPolicy) Option { return func(o *clientOptions) { o.retry = p } }
-
 // NewClient builds a Client. Without WithToken or WithTokenSource the token
 // comes from the chain ResolveToken walks; without WithEndpoint the endpoint
 // from ResolveEndpoint.
-func NewClient(opts ...Option) (*Client, error) {
+func NewClient(opts ...ClientOption) (*Client, error) {
 	o := clientOptions{retry: DefaultRetryPolicy()}
 	for _, opt := range opts {
-		opt(&o)
+		opt.applyToClient(&o)
 	}
 	if o.token == nil {
 		resolved, err := ResolveToken("", "")

@@ -153,7 +153,7 @@ func TestWaitInstanceRetriesCutStream(t *testing.T) {
 }
 
 func TestJSONMapping(t *testing.T) {
-	req := ExtendInstanceRequest{InstanceID: "i", ExtendBy: Duration(1500 * time.Millisecond),
+	req := ExtendInstanceRequest{InstanceID: "i", ExtendBy: ProtoDuration(1500 * time.Millisecond),
 		NewDeadline: NewTimestamp(time.Date(2026, 4, 7, 23, 28, 45, 0, time.FixedZone("x", 3600)))}
 	b, _ := json.Marshal(req)
 	if string(b) != `{"instanceId":"i","extendBy":"1.5s","newDeadline":"2026-04-07T22:28:45Z"}` {
@@ -172,7 +172,7 @@ func TestJSONMapping(t *testing.T) {
 		S          InstanceStatus
 		T          OutputStream
 		Ts         Timestamp
-		Dur        Duration
+		Dur        ProtoDuration
 	}
 	in := `{"A":"+/8=","B":"+/8","C":"-_8=","D":"-_8","N":"12","M":34,"S":3,"T":"STDERR","Ts":"2026-04-07T23:28:45.123Z","Dur":"600s","unknown":{"x":1}}`
 	if err := json.Unmarshal([]byte(in), &resp); err != nil {
@@ -191,7 +191,7 @@ func TestJSONMapping(t *testing.T) {
 	if err := json.Unmarshal([]byte(`99`), &st); err != nil || st != "99" {
 		t.Fatalf("unknown enum number: %v %q", err, st)
 	}
-	if err := json.Unmarshal([]byte(`"600"`), new(Duration)); err == nil {
+	if err := json.Unmarshal([]byte(`"600"`), new(ProtoDuration)); err == nil {
 		t.Fatal("duration without suffix accepted")
 	}
 }

@@ -38,7 +38,7 @@ func TestWarmPoolUsesEachVMOnce(t *testing.T) {
 	for i := range 3 {
 		waitUntil(t, "an idle VM", func() bool { return pool.idleCount(DefaultImage) > 0 })
 		res := env.driver.Execute(context.Background(), commandRequest("echo pooled"), Callbacks{})
-		if res.Status != StatusSuccess || res.Metadata.BootMs != 0 || !res.Metadata.Destroyed || string(res.Outputs[0].Content) != "pooled\n" {
+		if res.Status != ResultSuccess || res.Metadata.BootMs != 0 || !res.Metadata.Destroyed || string(res.Outputs[0].Content) != "pooled\n" {
 			t.Fatalf("execution %d: %+v", i, res)
 		}
 		if used[res.Metadata.InstanceID] {
@@ -76,7 +76,7 @@ func TestWarmPoolRecyclesVMsNearTheirDeadline(t *testing.T) {
 	stale.Metadata.Deadline = NewTimestamp(time.Now().Add(10 * time.Second))
 	pool.mu.Unlock()
 	res := env.driver.Execute(context.Background(), commandRequest("true"), Callbacks{})
-	if res.Status != StatusSuccess || res.Metadata.InstanceID == stale.InstanceID() {
+	if res.Status != ResultSuccess || res.Metadata.InstanceID == stale.InstanceID() {
 		t.Fatalf("a VM 10 s from its deadline was handed out: %+v", res)
 	}
 	if err := env.driver.Shutdown(context.Background()); err != nil {
@@ -93,12 +93,12 @@ func TestWarmPoolStartsPerImageOnFirstUse(t *testing.T) {
 		t.Fatalf("bundle pool started early with %d", n)
 	}
 	res := env.driver.Execute(context.Background(), bundleRequest(testModel, "everything"), Callbacks{})
-	if res.Status != StatusSuccess || res.Metadata.BootMs == 0 {
+	if res.Status != ResultSuccess || res.Metadata.BootMs == 0 {
 		t.Fatalf("first bundle run should boot cold: %+v", res)
 	}
 	waitUntil(t, "a pooled bundle VM", func() bool { return pool.idleCount(DefaultBundleImage) == 1 })
 	res = env.driver.Execute(context.Background(), bundleRequest(testModel, "everything"), Callbacks{})
-	if res.Status != StatusSuccess || res.Metadata.BootMs != 0 {
+	if res.Status != ResultSuccess || res.Metadata.BootMs != 0 {
 		t.Fatalf("second bundle run should be pooled: %+v", res)
 	}
 }

@@ -43,18 +43,18 @@ func (t *Timestamp) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// Duration is google.protobuf.Duration: a decimal number of seconds with an
+// ProtoDuration is google.protobuf.Duration: a decimal number of seconds with an
 // "s" suffix on the wire ("600s", "1.5s").
-type Duration time.Duration
+type ProtoDuration time.Duration
 
 // MarshalJSON writes seconds with the "s" suffix.
-func (d Duration) MarshalJSON() ([]byte, error) {
+func (d ProtoDuration) MarshalJSON() ([]byte, error) {
 	secs := strconv.FormatFloat(time.Duration(d).Seconds(), 'f', -1, 64)
 	return json.Marshal(secs + "s")
 }
 
 // UnmarshalJSON parses "<seconds>s".
-func (d *Duration) UnmarshalJSON(b []byte) error {
+func (d *ProtoDuration) UnmarshalJSON(b []byte) error {
 	var s string
 	if err := json.Unmarshal(b, &s); err != nil {
 		return fmt.Errorf("duration: %w", err)
@@ -67,7 +67,7 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	if err != nil {
 		return fmt.Errorf("duration %q: %w", s, err)
 	}
-	*d = Duration(secs * float64(time.Second))
+	*d = ProtoDuration(secs * float64(time.Second))
 	return nil
 }
 

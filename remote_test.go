@@ -28,7 +28,7 @@ func TestOverlongStderrLineIsSplit(t *testing.T) {
 	res := env.driver.Execute(context.Background(),
 		commandRequest(`head -c 2621440 /dev/zero | tr '\0' x >&2; echo >&2; echo done`),
 		Callbacks{OnLog: func(line string) { pieces = append(pieces, len(line)) }})
-	if res.Status != StatusSuccess {
+	if res.Status != ResultSuccess {
 		t.Fatalf("result %+v", res.Error)
 	}
 	want := []int{maxLineBytes, maxLineBytes, 2621440 - 2*maxLineBytes}
@@ -48,7 +48,7 @@ func TestCapturedStderrIsCapped(t *testing.T) {
 	res := env.driver.Execute(context.Background(),
 		commandRequest(`i=0; while [ $i -lt 300 ]; do echo "stderr line $i" >&2; i=$((i+1)); done; exit 3`),
 		Callbacks{OnLog: func(string) { lines++ }})
-	if res.Status != StatusFailed || lines != 300 {
+	if res.Status != ResultError || lines != 300 {
 		t.Fatalf("status %s, %d lines", res.Status, lines)
 	}
 	if len(res.Error) > 1000 || !strings.HasPrefix(res.Error, "stderr line 0") {

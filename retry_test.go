@@ -58,7 +58,7 @@ func TestRetryTable(t *testing.T) {
 			return err
 		}, 3, false},
 		{"extendBy is not retried", 503, `{"code":"unavailable"}`, func(c *Client, base string) error {
-			_, err := c.ExtendInstance(context.Background(), &ExtendInstanceRequest{InstanceID: "i", ExtendBy: Duration(time.Minute)})
+			_, err := c.ExtendInstance(context.Background(), &ExtendInstanceRequest{InstanceID: "i", ExtendBy: ProtoDuration(time.Minute)})
 			return err
 		}, 1, false},
 		{"newDeadline is retried", 503, `{"code":"unavailable"}`, func(c *Client, base string) error {

@@ -33,7 +33,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 	var logs syncBuffer
 	logger := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	cfg := Config{Endpoint: emu.URL(), Token: hygieneToken, Env: map[string]string{"SECRET": hygieneSecret}}
-	d, err := New(cfg, WithDriverLogger(logger), WithClientOptions(WithLogger(logger),
+	d, err := New(cfg, WithLogger(logger), WithClientOptions(WithLogger(logger),
 		WithRetryPolicy(RetryPolicy{MaxAttempts: 2, InitialBackoff: time.Millisecond, MaxBackoff: time.Millisecond})))
 	if err != nil {
 		t.Fatal(err)
@@ -60,14 +60,14 @@ func TestSecretsNeverLeak(t *testing.T) {
 	checkResult("command success", d.Execute(ctx, commandRequest(uses), Callbacks{}))
 	checkResult("command failure", d.Execute(ctx, commandRequest("test -n \"$SECRET\"; echo failing >&2; exit 4"), Callbacks{}))
 	checkResult("timeout", func() ExecutionResult {
-		short, _ := New(Config{Endpoint: emu.URL(), Token: hygieneToken, Env: cfg.Env, Timeout: Timeout(200 * time.Millisecond)}, WithDriverLogger(logger))
+		short, _ := New(Config{Endpoint: emu.URL(), Token: hygieneToken, Env: cfg.Env, Timeout: Milliseconds(200 * time.Millisecond)}, WithLogger(logger))
 		return short.Execute(ctx, commandRequest("sleep 5"), Callbacks{})
 	}())
 	checkResult("bundle", d.Execute(ctx, bundleRequest(`export const model = { methods: { m: { execute(a, ctx) {
 		ctx.logger.info("env has", Object.keys(Deno.env.toObject()).length, "vars"); ctx.writeResource("r", "n", { ok: Deno.env.get("SECRET").length > 0 }); } } } };`, "m"), Callbacks{}))
 
 	// A wrong token and a refused cleartext endpoint: the errors must not echo it.
-	wrong, _ := New(Config{Endpoint: emu.URL(), Token: hygieneToken + "x"}, WithDriverLogger(logger))
+	wrong, _ := New(Config{Endpoint: emu.URL(), Token: hygieneToken + "x"}, WithLogger(logger))
 	res := wrong.Execute(ctx, commandRequest("true"), Callbacks{})
 	if !errors.Is(res.Err, ErrUnauthenticated) {
 		t.Fatalf("wrong token: %+v", res)
@@ -87,7 +87,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 	t.Run("recording", func(t *testing.T) {
 		c := useCassetteIn(t, dir, "hygiene", cassetteSetup{secrets: []string{hygieneSecret}}, true)
 		res := c.driver(t, Config{Env: map[string]string{"SECRET": hygieneSecret}}).Execute(ctx, commandRequest(uses), Callbacks{})
-		if res.Status != StatusSuccess {
+		if res.Status != ResultSuccess {
 			t.Fatalf("%+v", res)
 		}
 	})
@@ -128,12 +128,12 @@ func TestHugeMethodArgs(t *testing.T) {
 	req := bundleRequest(`export const model = { methods: { m: { execute(a, ctx) { ctx.writeResource("r", "len", { len: a.blob.length }); } } } };`, "m")
 	req.MethodArgs = map[string]any{"blob": blob}
 	res := env.driver.Execute(context.Background(), req, Callbacks{})
-	if res.Status != StatusSuccess || string(res.Outputs[0].Content) != fmt.Sprintf(`{"len":%d}`, len(blob)) {
+	if res.Status != ResultSuccess || string(res.Outputs[0].Content) != fmt.Sprintf(`{"len":%d}`, len(blob)) {
 		t.Fatalf("bundle with 10 MiB methodArgs: %+v", res)
 	}
 	cmd := commandRequest("echo small")
 	cmd.MethodArgs["blob"] = blob
-	if res := env.driver.Execute(context.Background(), cmd, Callbacks{}); res.Status != StatusSuccess {
+	if res := env.driver.Execute(context.Background(), cmd, Callbacks{}); res.Status != ResultSuccess {
 		t.Fatalf("command with 10 MiB methodArgs: %+v", res)
 	}
 }
@@ -143,7 +143,7 @@ func TestUnencodableArgsAreRejectedBeforeAnyVM(t *testing.T) {
 	req := bundleRequest("export const model = {}", "m")
 	req.MethodArgs = map[string]any{"f": func() {}}
 	res := env.driver.Execute(context.Background(), req, Callbacks{})
-	if res.Status != StatusFailed || !errors.Is(res.Err, ErrInvalidRequest) || !strings.Contains(res.Error, "methodArgs or globalArgs") ||
+	if res.Status != ResultError || !errors.Is(res.Err, ErrInvalidRequest) || !strings.Contains(res.Error, "methodArgs or globalArgs") ||
 		res.Metadata != nil || env.emu.Count("CreateInstance") != 0 {
 		t.Fatalf("%+v: want a rejection before any VM", res)
 	}

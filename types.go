@@ -189,10 +189,10 @@ type WaitInstanceResponse struct {
 // ExtendBy, EnsureMinimum or NewDeadline; only the last two are idempotent
 // and therefore retried.
 type ExtendInstanceRequest struct {
-	InstanceID    string    `json:"instanceId,omitempty"`
-	ExtendBy      Duration  `json:"extendBy,omitzero"`
-	EnsureMinimum Duration  `json:"ensureMinimum,omitzero"`
-	NewDeadline   Timestamp `json:"newDeadline,omitzero"`
+	InstanceID    string        `json:"instanceId,omitempty"`
+	ExtendBy      ProtoDuration `json:"extendBy,omitzero"`
+	EnsureMinimum ProtoDuration `json:"ensureMinimum,omitzero"`
+	NewDeadline   Timestamp     `json:"newDeadline,omitzero"`
 }
 
 // ExtendInstanceResponse carries the instance's new deadline.

@@ -35,7 +35,7 @@ func liveConfig(t *testing.T) nsdriver.Config {
 		region = "us"
 	}
 	run := fmt.Sprintf("it-%d", time.Now().UnixNano())
-	cfg := nsdriver.Config{Region: region, Timeout: nsdriver.Timeout(3 * time.Minute), Labels: map[string]string{runLabel: run}}
+	cfg := nsdriver.Config{Region: region, Timeout: nsdriver.Milliseconds(3 * time.Minute), Labels: map[string]string{runLabel: run}}
 	t.Cleanup(func() { assertNothingAlive(t, cfg, run) })
 	return cfg
 }
@@ -89,7 +89,7 @@ func command(script string) nsdriver.ExecutionRequest {
 // WaitInstance says RUNNING.
 func TestBuiltinBaseImageHasTheTools(t *testing.T) {
 	res := execute(t, liveConfig(t), command(`for t in sh sleep base64 tar gzip; do command -v $t >/dev/null || echo "missing $t"; done; echo ok`))
-	if res.Status != nsdriver.StatusSuccess || strings.TrimSpace(string(res.Outputs[0].Content)) != "ok" {
+	if res.Status != nsdriver.ResultSuccess || strings.TrimSpace(string(res.Outputs[0].Content)) != "ok" {
 		t.Fatalf("%+v", res)
 	}
 }
@@ -104,7 +104,7 @@ func TestBundleModeOnPinnedDenoImage(t *testing.T) {
 	req := command("")
 	req.MethodName, req.Bundle, req.MethodArgs = "probe", []byte(bundle), nil
 	res := execute(t, liveConfig(t), req)
-	if res.Status != nsdriver.StatusSuccess || !strings.Contains(string(res.Outputs[0].Content), `"tools":[true,true,true,true]`) ||
+	if res.Status != nsdriver.ResultSuccess || !strings.Contains(string(res.Outputs[0].Content), `"tools":[true,true,true,true]`) ||
 		!strings.Contains(string(res.Outputs[0].Content), nsdriver.DenoVersion) {
 		t.Fatalf("%+v %s", res, res.Outputs)
 	}
@@ -112,7 +112,7 @@ func TestBundleModeOnPinnedDenoImage(t *testing.T) {
 
 func TestTimeoutDestroys(t *testing.T) {
 	cfg := liveConfig(t)
-	cfg.Timeout = nsdriver.Timeout(20 * time.Second)
+	cfg.Timeout = nsdriver.Milliseconds(20 * time.Second)
 	res := execute(t, cfg, command("sleep 600"))
 	if !errors.Is(res.Err, nsdriver.ErrTimeout) {
 		t.Fatalf("%+v", res)

@@ -130,7 +130,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) (int, 
 		return 0, err
 	}
 	defer tgt.close()
-	d, err := nsdriver.New(cfg, nsdriver.WithDriverLogger(c.logger(stderr, true)))
+	d, err := nsdriver.New(cfg, nsdriver.WithLogger(c.logger(stderr, true)))
 	if err != nil {
 		return 0, err
 	}
@@ -142,7 +142,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) (int, 
 		OnLog:    logLine,
 		OnStdout: func(b []byte) { _, _ = stdout.Write(b) },
 	})
-	if res.Status == nsdriver.StatusSuccess {
+	if res.Status == nsdriver.ResultSuccess {
 		return exitOK, nil
 	}
 	var we *nsdriver.WorkloadError
@@ -169,7 +169,7 @@ func cmdExec(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		_ = enc.Encode(res)
 	}
 	failed := func(code int, msg string) (int, error) {
-		writeResult(nsdriver.ExecutionResult{Status: nsdriver.StatusFailed, Error: msg, Outputs: []nsdriver.DriverOutput{}, Logs: []string{}})
+		writeResult(nsdriver.ExecutionResult{Status: nsdriver.ResultError, Error: msg, Outputs: []nsdriver.DriverOutput{}, Logs: []string{}})
 		fmt.Fprintf(stderr, "nsdriver: %s\n", msg)
 		return code, nil
 	}
@@ -191,14 +191,14 @@ func cmdExec(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		return failed(exitUsage, nsdriver.UserMessage(err))
 	}
 	defer tgt.close()
-	d, err := nsdriver.New(cfg, nsdriver.WithDriverLogger(c.logger(stderr, *progress)))
+	d, err := nsdriver.New(cfg, nsdriver.WithLogger(c.logger(stderr, *progress)))
 	if err != nil {
 		return failed(exitUsage, nsdriver.UserMessage(err))
 	}
 	defer shutdown(d)
 	res := d.Execute(ctx, req, nsdriver.Callbacks{OnLog: c.workloadLine(stderr)})
 	writeResult(res)
-	if res.Status != nsdriver.StatusSuccess {
+	if res.Status != nsdriver.ResultSuccess {
 		return exitResultError, nil
 	}
 	return exitOK, nil

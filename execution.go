@@ -119,21 +119,25 @@ func DecodeExecutionRequest(r io.Reader) (ExecutionRequest, error) {
 // ExecutionResult is what Execute returns; its JSON is defined in
 // interfaces.md.
 type ExecutionResult struct {
-	Status     string          `json:"status"`
+	Status     ResultStatus    `json:"status"`
 	Error      string          `json:"error,omitempty"`
 	Outputs    []DriverOutput  `json:"outputs"`
 	Logs       []string        `json:"logs"`
 	DurationMs int64           `json:"durationMs"`
 	Metadata   *ResultMetadata `json:"metadata,omitempty"`
-	// Err is the typed cause of an error result, for errors.Is/As
-	// (ErrTimeout, ErrWorkloadFailed, *APIError, ErrInvalidRequest, …).
+	// Err is the typed cause of an error result, for errors.Is/As and
+	// CodeOf (ErrTimeout, *WorkloadError, *APIError, ErrInvalidRequest, …).
 	Err error `json:"-"`
 }
 
+// ResultStatus is an ExecutionResult's status, as swamp spells it. It is
+// not an instance's status (InstanceStatus).
+type ResultStatus string
+
 // Result statuses.
 const (
-	StatusSuccess = "success"
-	StatusFailed  = "error"
+	ResultSuccess ResultStatus = "success"
+	ResultError   ResultStatus = "error"
 )
 
 // ResultMetadata says what the execution ran on and what it cost.
