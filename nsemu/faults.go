@@ -6,16 +6,14 @@ import (
 	"errors"
 	"net"
 	"net/http"
-	"strings"
 	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
-	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
-
-	pb "github.com/swamp-club/nsdriver/nsemu/gen/namespace/cloud/compute/v1beta"
 )
+
+// Injected faults: what can go wrong, and the connection-level tricks
+// (drops, cuts, a guarded writer) that make it happen.
 
 // Fault is an injected failure. Method names a method ("CreateInstance",
 // "RunCommand", …) or "Boot" (an instance boot that ends in ERROR, so that
@@ -82,60 +80,6 @@ func (f *Fault) err() error {
 	return connect.NewError(f.Code, errors.New(msg))
 }
 
-type interceptor struct{ s *Server }
-
-type instanceIDer interface{ GetInstanceId() string }
-
-// begin authenticates, counts and logs the call, adds the RTT and applies a
-// fault's delay. It returns the matching fault and a function ending the
-// log entry.
-func (i *interceptor) begin(ctx context.Context, procedure string, header http.Header) (*Fault, func(string, error), error) {
-	s := i.s
-	method := procedure[strings.LastIndex(procedure, "/")+1:]
-	s.mu.Lock()
-	s.counts[method]++
-	fault := s.matchFault(method, s.counts[method])
-	s.calls = append(s.calls, Call{Method: method, Start: time.Now()})
-	idx := len(s.calls) - 1
-	s.mu.Unlock()
-	end := func(instanceID string, err error) {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if idx < len(s.calls) {
-			s.calls[idx].End = time.Now()
-			s.calls[idx].InstanceID = instanceID
-			if err != nil {
-				s.calls[idx].Code = connect.CodeOf(err).String()
-			}
-		}
-	}
-	if header.Get("Authorization") != "Bearer "+s.opts.Token {
-		err := connect.NewError(connect.CodeUnauthenticated, errors.New("missing or invalid bearer token"))
-		end("", err)
-		return nil, nil, err
-	}
-	delay := s.opts.RTT
-	if fault != nil {
-		delay += fault.Delay
-	}
-	if err := sleepCtx(ctx, delay); err != nil {
-		err = connect.NewError(contextCode(err), err)
-		end("", err)
-		return nil, nil, err
-	}
-	if fault != nil && fault.Drop {
-		err := dropConnection(ctx)
-		end("", err)
-		return nil, nil, err
-	}
-	if fault != nil && fault.Code != 0 && fault.CutAfter == 0 {
-		err := fault.err()
-		end("", err)
-		return nil, nil, err
-	}
-	return fault, end, nil
-}
-
 // dropConnection closes the request's connection without a response.
 func dropConnection(ctx context.Context) error {
 	if w, ok := ctx.Value(responseWriterKey{}).(http.ResponseWriter); ok {
@@ -144,64 +88,6 @@ func dropConnection(ctx context.Context) error {
 		}
 	}
 	return connect.NewError(connect.CodeUnavailable, errors.New("nsemu: connection dropped by an injected fault"))
-}
-
-func (i *interceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
-	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-		fault, end, err := i.begin(ctx, req.Spec().Procedure, req.Header())
-		if err != nil {
-			return nil, err
-		}
-		resp, err := next(ctx, req)
-		id := ""
-		if m, ok := req.Any().(instanceIDer); ok {
-			id = m.GetInstanceId()
-		}
-		if id == "" && resp != nil {
-			if d, ok := resp.Any().(*pb.DescribeInstanceResponse); ok {
-				id = d.GetMetadata().GetInstanceId()
-			}
-		}
-		if fault != nil && fault.LoseResponse && err == nil {
-			err = dropConnection(ctx)
-			resp = nil
-		}
-		end(id, err)
-		return resp, err
-	}
-}
-
-func (i *interceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
-	return next
-}
-
-func (i *interceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
-	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
-		fault, end, err := i.begin(ctx, conn.Spec().Procedure, conn.RequestHeader())
-		if err != nil {
-			return err
-		}
-		wrapped := &cuttingConn{StreamingHandlerConn: conn, cutAfter: -1}
-		if fault != nil && fault.CutAfter != 0 {
-			wrapped.cutAfter = max(fault.CutAfter, 0)
-			wrapped.w, _ = ctx.Value(responseWriterKey{}).(http.ResponseWriter)
-			if fault.Code != 0 {
-				wrapped.failWith = fault.err()
-			}
-		}
-		if wrapped.cutAfter == 0 {
-			err = wrapped.cut()
-		} else {
-			err = next(ctx, wrapped)
-		}
-		if wrapped.cutAfter >= 0 && !wrapped.wasCut {
-			// The handler finished within the allowance: still drop the
-			// connection instead of ending the stream.
-			err = wrapped.cut()
-		}
-		end(wrapped.instanceID, err)
-		return err
-	}
 }
 
 type responseWriterKey struct{}
@@ -292,55 +178,4 @@ func (c *cuttingConn) cut() error {
 		_ = conn.Close()
 	}
 	return errCut
-}
-
-// contextCode is the Connect code for a context's end: the caller's
-// Connect-Timeout-Ms passing is deadline_exceeded, not canceled.
-func contextCode(err error) connect.Code {
-	if errors.Is(err, context.DeadlineExceeded) {
-		return connect.CodeDeadlineExceeded
-	}
-	return connect.CodeCanceled
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
-// strictJSON is the protojson codec with unknown fields rejected, unlike
-// connect-go's default: a misspelled field must fail here, not be dropped.
-type strictJSON struct{ name string }
-
-func (c strictJSON) Name() string { return c.name }
-
-func (c strictJSON) Marshal(msg any) ([]byte, error) {
-	m, ok := msg.(proto.Message)
-	if !ok {
-		return nil, errors.New("strictJSON: not a proto message")
-	}
-	return protojson.Marshal(m)
-}
-
-func (c strictJSON) Unmarshal(data []byte, msg any) error {
-	m, ok := msg.(proto.Message)
-	if !ok {
-		return errors.New("strictJSON: not a proto message")
-	}
-	if len(data) == 0 {
-		data = []byte("{}")
-	}
-	if err := (protojson.UnmarshalOptions{}).Unmarshal(data, m); err != nil {
-		return connect.NewError(connect.CodeInvalidArgument, err)
-	}
-	return nil
 }

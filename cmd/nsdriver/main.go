@@ -9,7 +9,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -98,108 +97,4 @@ func shutdown(d *nsdriver.Driver) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	_ = d.Shutdown(ctx)
-}
-
-// shellJoin makes the script for `run`: one argument verbatim, several each
-// single-quoted and joined by spaces.
-func shellJoin(args []string) string {
-	if len(args) == 1 {
-		return args[0]
-	}
-	quoted := make([]string, len(args))
-	for i, a := range args {
-		quoted[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
-	}
-	return strings.Join(quoted, " ")
-}
-
-func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) (int, error) {
-	c := newCommon("run")
-	if err := c.parse(args); err != nil {
-		return 0, err
-	}
-	if c.fs.NArg() == 0 {
-		return 0, usageError{"run needs a command: nsdriver run [flags] -- ARGS…\n\n" + c.usage()}
-	}
-	cfg, err := c.config()
-	if err != nil {
-		return 0, err
-	}
-	tgt, err := c.connect(&cfg, true, stderr, "run")
-	if err != nil {
-		return 0, err
-	}
-	defer tgt.close()
-	d, err := nsdriver.New(cfg, nsdriver.WithLogger(c.logger(stderr, true)))
-	if err != nil {
-		return 0, err
-	}
-	defer shutdown(d)
-	logLine := c.workloadLine(stderr)
-	req := nsdriver.ExecutionRequest{ProtocolVersion: 1, ModelType: "nsdriver/cli", ModelID: "cli", MethodName: "run",
-		MethodArgs: map[string]any{"run": shellJoin(c.fs.Args())}}
-	res := d.Execute(ctx, req, nsdriver.Callbacks{
-		OnLog:    logLine,
-		OnStdout: func(b []byte) { _, _ = stdout.Write(b) },
-	})
-	if res.Status == nsdriver.ResultSuccess {
-		return exitOK, nil
-	}
-	var we *nsdriver.WorkloadError
-	switch {
-	case errors.As(res.Err, &we):
-		return we.ExitCode, nil // its stderr already streamed
-	case errors.Is(res.Err, nsdriver.ErrTimeout):
-		fmt.Fprintf(stderr, "nsdriver: %s\n", res.Error)
-		return exitTimeout, nil
-	case ctx.Err() != nil:
-		fmt.Fprintf(stderr, "nsdriver: interrupted; %s\n", res.Error)
-		return exitInterrupted, nil
-	}
-	fmt.Fprintf(stderr, "nsdriver: %s\n", res.Error)
-	return exitDriver, nil
-}
-
-func cmdExec(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
-	c := newCommon("exec")
-	progress := c.fs.Bool("progress", false, "driver progress on stderr")
-	writeResult := func(res nsdriver.ExecutionResult) {
-		enc := json.NewEncoder(stdout)
-		enc.SetEscapeHTML(false)
-		_ = enc.Encode(res)
-	}
-	failed := func(code int, msg string) (int, error) {
-		writeResult(nsdriver.ExecutionResult{Status: nsdriver.ResultError, Error: msg, Outputs: []nsdriver.DriverOutput{}, Logs: []string{}})
-		fmt.Fprintf(stderr, "nsdriver: %s\n", msg)
-		return code, nil
-	}
-	if err := c.parse(args); err != nil {
-		var ue usageError
-		errors.As(err, &ue)
-		return failed(exitUsage, ue.msg)
-	}
-	cfg, err := c.config()
-	if err != nil {
-		return failed(exitUsage, err.Error())
-	}
-	req, err := nsdriver.DecodeExecutionRequest(stdin)
-	if err != nil {
-		return failed(exitUsage, err.Error()+"; send one ExecutionRequest JSON document on stdin")
-	}
-	tgt, err := c.connect(&cfg, false, stderr, "exec")
-	if err != nil {
-		return failed(exitUsage, nsdriver.UserMessage(err))
-	}
-	defer tgt.close()
-	d, err := nsdriver.New(cfg, nsdriver.WithLogger(c.logger(stderr, *progress)))
-	if err != nil {
-		return failed(exitUsage, nsdriver.UserMessage(err))
-	}
-	defer shutdown(d)
-	res := d.Execute(ctx, req, nsdriver.Callbacks{OnLog: c.workloadLine(stderr)})
-	writeResult(res)
-	if res.Status != nsdriver.ResultSuccess {
-		return exitResultError, nil
-	}
-	return exitOK, nil
 }

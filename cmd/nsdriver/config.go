@@ -1,19 +1,17 @@
 package main
 
+// The flags every driver-using command shares, and the driverConfig they
+// merge into with --config.
+
 import (
-	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 
 	"github.com/swamp-club/nsdriver"
-	"github.com/swamp-club/nsdriver/nsemu"
 	"sigs.k8s.io/yaml"
 )
 
@@ -158,118 +156,3 @@ func flagValue(key, v string) any {
 	}
 	return v
 }
-
-// logger builds stderr's logger: human lines, or JSON with source=driver.
-func (c *common) logger(stderr io.Writer, verbose bool) *slog.Logger {
-	if c.quiet || !verbose {
-		return slog.New(slog.DiscardHandler)
-	}
-	if c.jsonLogs {
-		return slog.New(slog.NewJSONHandler(stderr, nil)).With("source", "driver")
-	}
-	return slog.New(&humanHandler{w: stderr})
-}
-
-// workloadLine writes the workload's stderr lines: verbatim, or as JSON
-// lines with source=workload.
-func (c *common) workloadLine(stderr io.Writer) func(string) {
-	if c.jsonLogs {
-		l := slog.New(slog.NewJSONHandler(stderr, nil)).With("source", "workload")
-		return func(line string) { l.Info(line) }
-	}
-	return func(line string) { fmt.Fprintln(stderr, line) }
-}
-
-// notice writes one line for the user, even under --quiet: as a JSON
-// record with --json-logs, else as "nsdriver: …".
-func (c *common) notice(stderr io.Writer, msg string) {
-	if c.jsonLogs {
-		slog.New(slog.NewJSONHandler(stderr, nil)).Warn(msg, "source", "driver")
-		return
-	}
-	fmt.Fprintln(stderr, "nsdriver: "+msg)
-}
-
-// target is where the driver will run: Namespace, or an in-process emulator.
-type target struct {
-	emu   *nsemu.Server
-	close func()
-}
-
-// connect decides where to run. With --emulator, or with no token anywhere
-// when fallback is allowed, it starts an in-process emulator and points cfg
-// at it; otherwise a missing token is an error saying how to fix it.
-func (c *common) connect(cfg *nsdriver.Config, allowFallback bool, stderr io.Writer, command string) (*target, error) {
-	if !c.emulator {
-		_, err := nsdriver.ResolveToken(cfg.Token, cfg.TokenFile)
-		if err == nil {
-			return &target{close: func() {}}, nil
-		}
-		if !errors.Is(err, nsdriver.ErrNoToken) {
-			return nil, err
-		}
-		if !allowFallback {
-			return nil, usageError{fmt.Sprintf("%s needs a Namespace token: set NAMESPACE_TOKEN, pass --token or --token-file, run `nsc login`, or pass --emulator to use the local emulator", command)}
-		}
-		c.notice(stderr, "no Namespace token found; using the built-in emulator: the command runs on this machine, not in a VM (set NAMESPACE_TOKEN or run `nsc login` to use Namespace)")
-	}
-	emu, err := nsemu.Start(nsemu.Options{DefaultPath: emulatorPath()})
-	if err != nil {
-		return nil, err
-	}
-	cfg.Endpoint, cfg.Token, cfg.TokenFile = emu.URL(), emu.Token(), ""
-	return &target{emu: emu, close: func() { _ = emu.Close() }}, nil
-}
-
-// emulatorPath is the host PATH, with NSDRIVER_DENO's folder first so that
-// bundle mode finds Deno.
-func emulatorPath() string {
-	path := os.Getenv("PATH")
-	if deno := os.Getenv("NSDRIVER_DENO"); deno != "" {
-		path = filepath.Dir(deno) + string(os.PathListSeparator) + path
-	}
-	return path
-}
-
-// humanHandler prints "nsdriver: <message> k=v …" lines for a person.
-type humanHandler struct {
-	w     io.Writer
-	attrs []slog.Attr
-}
-
-func (h *humanHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelInfo }
-
-// humanTemplates render the driver's progress messages as sentences;
-// {key} is replaced by the attribute's value.
-var humanTemplates = map[string]string{
-	"creating instance":  "creating a {machineType} {arch} VM in region {region} (image {image})",
-	"instance ready":     "VM {instance} ready after {bootMs} ms",
-	"uploading bundle":   "uploading {kib} KiB ({compressedKib} KiB compressed) in {calls} call(s)",
-	"running":            "running on {instance}",
-	"instance destroyed": "VM {instance} destroyed",
-	"cost":               "estimated cost ${estimatedCostUsd} ({unitMinutes} unit minutes over {seconds} s)",
-}
-
-func (h *humanHandler) Handle(_ context.Context, r slog.Record) error {
-	attrs := append([]slog.Attr(nil), h.attrs...)
-	r.Attrs(func(a slog.Attr) bool { attrs = append(attrs, a); return true })
-	line := r.Message
-	if tmpl, ok := humanTemplates[r.Message]; ok {
-		line = tmpl
-		for _, a := range attrs {
-			line = strings.ReplaceAll(line, "{"+a.Key+"}", fmt.Sprint(a.Value.Any()))
-		}
-	} else {
-		for _, a := range attrs {
-			line += fmt.Sprintf(" %s=%v", a.Key, a.Value.Any())
-		}
-	}
-	_, err := io.WriteString(h.w, "nsdriver: "+line+"\n")
-	return err
-}
-
-func (h *humanHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
-	return &humanHandler{w: h.w, attrs: append(append([]slog.Attr(nil), h.attrs...), attrs...)}
-}
-
-func (h *humanHandler) WithGroup(string) slog.Handler { return h }

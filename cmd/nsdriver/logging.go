@@ -1,0 +1,85 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+)
+
+// stderr for people and programs: progress sentences, JSON lines, notices.
+
+// logger builds stderr's logger: human lines, or JSON with source=driver.
+func (c *common) logger(stderr io.Writer, verbose bool) *slog.Logger {
+	if c.quiet || !verbose {
+		return slog.New(slog.DiscardHandler)
+	}
+	if c.jsonLogs {
+		return slog.New(slog.NewJSONHandler(stderr, nil)).With("source", "driver")
+	}
+	return slog.New(&humanHandler{w: stderr})
+}
+
+// workloadLine writes the workload's stderr lines: verbatim, or as JSON
+// lines with source=workload.
+func (c *common) workloadLine(stderr io.Writer) func(string) {
+	if c.jsonLogs {
+		l := slog.New(slog.NewJSONHandler(stderr, nil)).With("source", "workload")
+		return func(line string) { l.Info(line) }
+	}
+	return func(line string) { fmt.Fprintln(stderr, line) }
+}
+
+// notice writes one line for the user, even under --quiet: as a JSON
+// record with --json-logs, else as "nsdriver: …".
+func (c *common) notice(stderr io.Writer, msg string) {
+	if c.jsonLogs {
+		slog.New(slog.NewJSONHandler(stderr, nil)).Warn(msg, "source", "driver")
+		return
+	}
+	fmt.Fprintln(stderr, "nsdriver: "+msg)
+}
+
+// humanHandler prints "nsdriver: <message> k=v …" lines for a person.
+type humanHandler struct {
+	w     io.Writer
+	attrs []slog.Attr
+}
+
+func (h *humanHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelInfo }
+
+// humanTemplates render the driver's progress messages as sentences;
+// {key} is replaced by the attribute's value.
+var humanTemplates = map[string]string{
+	"creating instance":  "creating a {machineType} {arch} VM in region {region} (image {image})",
+	"instance ready":     "VM {instance} ready after {bootMs} ms",
+	"uploading bundle":   "uploading {kib} KiB ({compressedKib} KiB compressed) in {calls} call(s)",
+	"running":            "running on {instance}",
+	"instance destroyed": "VM {instance} destroyed",
+	"cost":               "estimated cost ${estimatedCostUsd} ({unitMinutes} unit minutes over {seconds} s)",
+}
+
+func (h *humanHandler) Handle(_ context.Context, r slog.Record) error {
+	attrs := append([]slog.Attr(nil), h.attrs...)
+	r.Attrs(func(a slog.Attr) bool { attrs = append(attrs, a); return true })
+	line := r.Message
+	if tmpl, ok := humanTemplates[r.Message]; ok {
+		line = tmpl
+		for _, a := range attrs {
+			line = strings.ReplaceAll(line, "{"+a.Key+"}", fmt.Sprint(a.Value.Any()))
+		}
+	} else {
+		for _, a := range attrs {
+			line += fmt.Sprintf(" %s=%v", a.Key, a.Value.Any())
+		}
+	}
+	_, err := io.WriteString(h.w, "nsdriver: "+line+"\n")
+	return err
+}
+
+func (h *humanHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return &humanHandler{w: h.w, attrs: append(append([]slog.Attr(nil), h.attrs...), attrs...)}
+}
+
+func (h *humanHandler) WithGroup(string) slog.Handler { return h }
