@@ -2,6 +2,7 @@ package nsdriver
 
 import (
 	"bytes"
+	_ "embed"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,9 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/invopop/jsonschema"
-	"sigs.k8s.io/yaml"
 )
 
 // Defaults of Config, per interfaces.md.
@@ -36,22 +34,22 @@ const (
 type Config struct {
 	Token          string            `json:"token,omitempty" jsonschema_description:"Namespace API token. Never logged. Default: the first of tokenFile, NAMESPACE_TOKEN, NSC_TOKEN, NSC_TOKEN_FILE, the nsc login file, /var/run/nsc/token.json."`
 	TokenFile      string            `json:"tokenFile,omitempty" jsonschema_description:"Path of a JSON file with a bearer_token field (what nsc login writes)."`
-	Region         string            `json:"region,omitempty" jsonschema:"enum=us,enum=eu,default=us" jsonschema_description:"Namespace region."`
+	Region         string            `json:"region,omitempty" jsonschema:"enum=us,enum=eu" jsonschema_description:"Namespace region."`
 	Endpoint       string            `json:"endpoint,omitempty" jsonschema:"format=uri" jsonschema_description:"API base URL; overrides region. https, or http to a loopback address only."`
-	MachineType    string            `json:"machineType,omitempty" jsonschema:"pattern=^(2|4|8|16|32)x(2|4|8|16|32|64|128|256|512)$,default=2x4" jsonschema_description:"<vCPU>x<GB>: vCPU in 2/4/8/16/32, GB a power of two from 2 to 512."`
-	Arch           string            `json:"arch,omitempty" jsonschema:"enum=amd64,enum=arm64,default=amd64" jsonschema_description:"CPU architecture."`
+	MachineType    string            `json:"machineType,omitempty" jsonschema:"pattern=^(2|4|8|16|32)x(2|4|8|16|32|64|128|256|512)$" jsonschema_description:"<vCPU>x<GB>: vCPU in 2/4/8/16/32, GB a power of two from 2 to 512."`
+	Arch           string            `json:"arch,omitempty" jsonschema:"enum=amd64,enum=arm64" jsonschema_description:"CPU architecture."`
 	Timeout        Milliseconds      `json:"timeout,omitzero" jsonschema_description:"Limit on one execution: milliseconds (number) or a duration string such as 90s. Default 600000 (10 min)."`
 	Duration       DurationString    `json:"duration,omitzero" jsonschema_description:"Instance deadline after creation, a duration string such as 15m. At least timeout + 1m; default timeout + 5m."`
-	Bare           *bool             `json:"bare,omitempty" jsonschema:"default=true" jsonschema_description:"true: a bare VM; false requests Kubernetes."`
-	Image          string            `json:"image,omitempty" jsonschema:"default=builtin:base" jsonschema_description:"Command-mode container image. builtin:* is a Namespace-managed image (knownImageId); anything else an image reference."`
-	BundleImage    string            `json:"bundleImage,omitempty" jsonschema:"default=denoland/deno:debian-2.9.6" jsonschema_description:"Bundle-mode container image when denoSetup is preinstalled; must contain deno."`
-	DenoSetup      string            `json:"denoSetup,omitempty" jsonschema:"enum=preinstalled,enum=install,default=preinstalled" jsonschema_description:"preinstalled: deno is in bundleImage. install: run the script at denoInstallUrl in image first."`
-	DenoInstallURL string            `json:"denoInstallUrl,omitempty" jsonschema:"format=uri,default=https://deno.land/install.sh" jsonschema_description:"Deno install script used when denoSetup is install."`
+	Bare           *bool             `json:"bare,omitempty" jsonschema_description:"true: a bare VM; false requests Kubernetes."`
+	Image          string            `json:"image,omitempty" jsonschema_description:"Command-mode container image. builtin:* is a Namespace-managed image (knownImageId); anything else an image reference."`
+	BundleImage    string            `json:"bundleImage,omitempty" jsonschema_description:"Bundle-mode container image when denoSetup is preinstalled; must contain deno."`
+	DenoSetup      string            `json:"denoSetup,omitempty" jsonschema:"enum=preinstalled,enum=install" jsonschema_description:"preinstalled: deno is in bundleImage. install: run the script at denoInstallUrl in image first."`
+	DenoInstallURL string            `json:"denoInstallUrl,omitempty" jsonschema:"format=uri" jsonschema_description:"Deno install script used when denoSetup is install."`
 	Env            map[string]string `json:"env,omitempty" jsonschema_description:"Environment for the workload. Values are secrets: never logged."`
 	Labels         map[string]string `json:"labels,omitempty" jsonschema_description:"Extra instance labels, added to the driver's own (names and values: [a-z0-9./_-], at most 63 characters)."`
-	MaxOutputBytes int64             `json:"maxOutputBytes,omitempty" jsonschema:"minimum=1,default=67108864" jsonschema_description:"Cap on captured stdout, in bytes."`
-	MaxConcurrent  int               `json:"maxConcurrent,omitempty" jsonschema:"minimum=0,default=0" jsonschema_description:"VMs in flight per Driver; 0 means no limit."`
-	WarmPool       int               `json:"warmPool,omitempty" jsonschema:"minimum=0,default=0" jsonschema_description:"Pre-booted VMs kept per image; each is still used once."`
+	MaxOutputBytes int64             `json:"maxOutputBytes,omitempty" jsonschema:"minimum=1" jsonschema_description:"Cap on captured stdout, in bytes."`
+	MaxConcurrent  int               `json:"maxConcurrent,omitempty" jsonschema:"minimum=0" jsonschema_description:"VMs in flight per Driver; 0 means no limit."`
+	WarmPool       int               `json:"warmPool,omitempty" jsonschema:"minimum=0" jsonschema_description:"Pre-booted VMs kept per image; each is still used once."`
 }
 
 // Milliseconds is a duration whose JSON is a number of milliseconds, as
@@ -82,18 +80,8 @@ func (t *Milliseconds) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// JSONSchema describes both accepted forms.
-func (Milliseconds) JSONSchema() *jsonschema.Schema {
-	return &jsonschema.Schema{OneOf: []*jsonschema.Schema{
-		{Type: "number", ExclusiveMinimum: json.Number("0")},
-		{Type: "string", Pattern: durationPattern},
-	}, Default: 600000}
-}
-
 // DurationString is a duration written as a Go duration string ("15m").
 type DurationString time.Duration
-
-const durationPattern = `^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
 
 // MarshalJSON writes the duration string.
 func (d DurationString) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
@@ -112,11 +100,6 @@ func (d *DurationString) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// JSONSchema describes the string form.
-func (DurationString) JSONSchema() *jsonschema.Schema {
-	return &jsonschema.Schema{Type: "string", Pattern: durationPattern}
-}
-
 // ParseConfig reads a driverConfig as swamp hands it over.
 func ParseConfig(m map[string]any) (Config, error) {
 	b, err := json.Marshal(m)
@@ -124,16 +107,6 @@ func ParseConfig(m map[string]any) (Config, error) {
 		return Config{}, &ConfigError{[]Problem{{"(config)", "not representable as JSON: " + err.Error()}}}
 	}
 	return ParseConfigJSON(b)
-}
-
-// ParseConfigYAML reads a driverConfig written in YAML (through JSON, so the
-// keys are the same).
-func ParseConfigYAML(b []byte) (Config, error) {
-	j, err := yaml.YAMLToJSON(b)
-	if err != nil {
-		return Config{}, &ConfigError{[]Problem{{"(config)", "not valid YAML: " + err.Error()}}}
-	}
-	return ParseConfigJSON(j)
 }
 
 // ParseConfigJSON reads a driverConfig in JSON and validates it, reporting
@@ -309,19 +282,12 @@ func (c Config) shape() (vcpu, gb int) {
 	return vcpu, gb
 }
 
-// Schema returns the JSON schema of Config, generated from the struct.
-func Schema() ([]byte, error) {
-	r := jsonschema.Reflector{DoNotReference: true, ExpandedStruct: true}
-	s := r.Reflect(&Config{})
-	s.ID = "https://github.com/swamp-club/nsdriver/schema/driver-config.schema.json"
-	s.Title = "nsdriver driverConfig"
-	s.Description = "Configuration of the @swamp/namespace execution driver."
-	var out bytes.Buffer
-	enc := json.NewEncoder(&out)
-	enc.SetEscapeHTML(false)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(s); err != nil {
-		return nil, fmt.Errorf("encoding the schema: %w", err)
-	}
-	return out.Bytes(), nil
-}
+// configSchema is Config's JSON schema, generated from it by schema/gen.
+//
+//go:generate go run ./schema/gen
+//go:embed schema/driver-config.schema.json
+var configSchema []byte
+
+// Schema returns the JSON schema of Config (draft 2020-12), generated from
+// the struct, its defaults from WithDefaults.
+func Schema() []byte { return bytes.Clone(configSchema) }

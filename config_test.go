@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"os"
+	"fmt"
+	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -30,7 +32,7 @@ func TestConfigFormats(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fromYAML, err := ParseConfigYAML([]byte("region: eu\ntimeout: 90s\nduration: 5m\nbare: false\nenv:\n  A: \"1\"\nmachineType: 4x8\n"))
+	fromYAML, err := ParseConfigJSON([]byte(`{"region":"eu","timeout":"90s","duration":"5m","bare":false,"env":{"A":"1"},"machineType":"4x8"}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,29 +102,14 @@ func TestConfigRules(t *testing.T) {
 	}
 }
 
-func TestSchemaMatchesCommittedFile(t *testing.T) {
-	generated, err := Schema()
-	if err != nil {
-		t.Fatal(err)
-	}
-	const path = "schema/driver-config.schema.json"
-	if os.Getenv("NSDRIVER_UPDATE_SCHEMA") == "1" {
-		if err := os.WriteFile(path, generated, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	committed, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(generated, committed) {
-		t.Fatalf("%s is stale: run NSDRIVER_UPDATE_SCHEMA=1 go test -run TestSchemaMatchesCommittedFile .", path)
-	}
+// The embedded schema (schema/gen keeps it current) covers every key, and
+// its defaults are WithDefaults' own.
+func TestSchemaMatchesConfig(t *testing.T) {
 	var schema struct {
 		Properties           map[string]map[string]any `json:"properties"`
 		AdditionalProperties *bool                     `json:"additionalProperties"`
 	}
-	if err := json.Unmarshal(generated, &schema); err != nil {
+	if err := json.Unmarshal(Schema(), &schema); err != nil {
 		t.Fatal(err)
 	}
 	var keys []string
@@ -135,7 +122,48 @@ func TestSchemaMatchesCommittedFile(t *testing.T) {
 	if len(schema.Properties) != len(keys) || schema.AdditionalProperties == nil || *schema.AdditionalProperties {
 		t.Errorf("schema has %d properties for %d keys, additionalProperties %v", len(schema.Properties), len(keys), schema.AdditionalProperties)
 	}
-	if schema.Properties["machineType"]["pattern"] != machineTypePattern.String() || schema.Properties["region"]["default"] != "us" {
-		t.Errorf("machineType/region schema %v %v", schema.Properties["machineType"], schema.Properties["region"])
+	if schema.Properties["machineType"]["pattern"] != machineTypePattern.String() {
+		t.Errorf("machineType schema %v", schema.Properties["machineType"])
+	}
+	raw, err := json.Marshal(Config{}.WithDefaults())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var defaults map[string]any
+	if err := json.Unmarshal(raw, &defaults); err != nil {
+		t.Fatal(err)
+	}
+	for key, prop := range schema.Properties {
+		want, ok := defaults[key]
+		if !ok && prop["type"] == "integer" {
+			want, ok = float64(0), true
+		}
+		got, stated := prop["default"]
+		switch {
+		case key == "duration":
+			if stated {
+				t.Errorf("duration's default depends on timeout; the schema states %v", got)
+			}
+		case ok != stated || (ok && fmt.Sprint(got) != fmt.Sprint(want)):
+			t.Errorf("%s: schema default %v (stated %v), WithDefaults %v (set %v)", key, got, stated, want, ok)
+		}
+	}
+}
+
+// Importing the root package pulls in only the standard library and
+// x/sync (design.md): schema generation and YAML live where they are used.
+func TestRootImportsOnlyStdlibAndXSync(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs go list")
+	}
+	out, err := exec.Command("go", "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	got := strings.Fields(string(out))
+	want := []string{"github.com/swamp-club/nsdriver", "golang.org/x/sync/semaphore"}
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Fatalf("root package dependencies %v, want %v", got, want)
 	}
 }

@@ -37,15 +37,16 @@ func ExampleDriver_Execute() {
 	// destroyed: true
 }
 
-// Parse a driverConfig from YAML; every problem is reported with its key.
-func ExampleParseConfigYAML() {
-	cfg, err := nsdriver.ParseConfigYAML([]byte("machineType: 8x16\ntimeout: 90s\nenv:\n  STAGE: prod\n"))
+// Parse a driverConfig as swamp writes it; every problem is reported with
+// its key.
+func ExampleParseConfigJSON() {
+	cfg, err := nsdriver.ParseConfigJSON([]byte(`{"machineType": "8x16", "timeout": "90s", "env": {"STAGE": "prod"}}`))
 	if err != nil {
 		log.Fatal(err)
 	}
 	fmt.Println(cfg.MachineType, cfg.WithDefaults().Region, cfg.Env["STAGE"])
 
-	_, err = nsdriver.ParseConfigYAML([]byte("machineType: 3x3\nregion: mars\n"))
+	_, err = nsdriver.ParseConfigJSON([]byte(`{"machineType": "3x3", "region": "mars"}`))
 	fmt.Println(err)
 	// Output:
 	// 8x16 us prod

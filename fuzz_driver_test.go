@@ -16,7 +16,7 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte(`machineType: 2x4\nduration: 20m\n`))
 	f.Add([]byte(`[1,2]`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		for _, parse := range []func([]byte) (Config, error){ParseConfigJSON, ParseConfigYAML} {
+		for _, parse := range []func([]byte) (Config, error){ParseConfigJSON} {
 			cfg, err := parse(data)
 			if err != nil {
 				var ce *ConfigError

@@ -28,10 +28,7 @@ func TestReadmeConfigTable(t *testing.T) {
 		}
 		rows[strings.Trim(strings.TrimSpace(cells[1]), "`")] = strings.TrimSpace(cells[3])
 	}
-	raw, err := Schema()
-	if err != nil {
-		t.Fatal(err)
-	}
+	raw := Schema()
 	var schema struct {
 		Properties map[string]struct {
 			Default any `json:"default"`

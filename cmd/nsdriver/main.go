@@ -69,10 +69,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	case "emulator":
 		err = cmdEmulator(ctx, args[1:], stdout, stderr)
 	case "schema":
-		var schema []byte
-		if schema, err = nsdriver.Schema(); err == nil {
-			_, err = stdout.Write(schema)
-		}
+		_, err = stdout.Write(nsdriver.Schema())
 	case "version":
 		fmt.Fprintf(stdout, "nsdriver %s (driver %s, Deno %s)\n", nsdriver.Version, nsdriver.DriverType, nsdriver.DenoVersion)
 	case "help", "-h", "--help":
