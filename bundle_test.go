@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/swamp-club/nsdriver/nsemu"
+	"go.uber.org/goleak"
 )
 
 // testModel is a bundle whose methods exercise the whole runner contract.
@@ -73,7 +74,9 @@ func TestBundleModeContract(t *testing.T) {
 	denoPath(t)
 	env := newTestEnv(t, Config{}, nsemu.Options{})
 	var logs []string
+	ignore := goleak.IgnoreCurrent()
 	res := env.driver.Execute(context.Background(), bundleRequest(testModel, "everything"), Callbacks{OnLog: func(l string) { logs = append(logs, l) }})
+	verifyNoLeaks(t, ignore) // the packing goroutine ends with Execute
 	if res.Status != ResultSuccess {
 		t.Fatalf("result %+v", res)
 	}

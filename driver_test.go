@@ -84,7 +84,12 @@ func (s *syncBuffer) String() string {
 // instance is left alive.
 func newTestEnv(t testing.TB, cfg Config, opts nsemu.Options) *testEnv {
 	t.Helper()
-	emu := startTestEmu(t, opts)
+	return newTestEnvOn(t, startTestEmu(t, opts), cfg)
+}
+
+// newTestEnvOn points a Driver at a running emulator.
+func newTestEnvOn(t testing.TB, emu *nsemu.Server, cfg Config) *testEnv {
+	t.Helper()
 	cfg.Endpoint, cfg.Token = emu.URL(), emu.Token()
 	logs := &syncBuffer{}
 	d, err := New(cfg, WithLogger(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))),

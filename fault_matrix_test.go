@@ -162,18 +162,7 @@ func runScenario(t *testing.T, s step, faultName string, f *nsemu.Fault) {
 
 	ignore := goleak.IgnoreCurrent()
 	res := env.driver.Execute(ctx, commandRequest(s.script()), cb)
-	goleak.VerifyNone(t, ignore,
-		// Keep-alive connections of the shared transport and the emulator's
-		// side of them are not Execute's goroutines.
-		goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
-		goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"),
-		goleak.IgnoreAnyFunction("net/http.(*conn).serve"),
-		goleak.IgnoreAnyFunction("github.com/swamp-club/nsdriver/nsemu.(*Server).run"),
-		goleak.IgnoreAnyFunction("github.com/swamp-club/nsdriver/nsemu.(*Server).run.func1"),
-		goleak.IgnoreAnyFunction("github.com/swamp-club/nsdriver/nsemu.(*Server).run.func2"),
-		goleak.IgnoreAnyFunction("github.com/swamp-club/nsdriver/nsemu.(*Server).run.func3"),
-		goleak.IgnoreAnyFunction("os/exec.(*Cmd).Wait"),
-	)
+	verifyNoLeaks(t, ignore)
 
 	checkNoSecrets(t, env, res)
 	wantMessage, wantErr := expectation(s, faultName)

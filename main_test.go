@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 // TestMain isolates every test from the developer's own Namespace login:
@@ -104,4 +106,22 @@ func writeStream(w http.ResponseWriter, frames ...[]byte) {
 		_, _ = w.Write(f)
 		w.(http.Flusher).Flush()
 	}
+}
+
+// verifyNoLeaks fails when a goroutine that ignore did not know of is
+// still running. Keep-alive connections of the shared transport, the
+// emulator's side of them, and the emulator's command processes (which
+// end with their instances) are not the driver's.
+func verifyNoLeaks(t *testing.T, ignore goleak.Option) {
+	t.Helper()
+	goleak.VerifyNone(t, ignore,
+		goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"),
+		goleak.IgnoreAnyFunction("net/http.(*conn).serve"),
+		goleak.IgnoreAnyFunction("github.com/swamp-club/nsdriver/nsemu.(*Server).run"),
+		goleak.IgnoreAnyFunction("github.com/swamp-club/nsdriver/nsemu.(*Server).run.func1"),
+		goleak.IgnoreAnyFunction("github.com/swamp-club/nsdriver/nsemu.(*Server).run.func2"),
+		goleak.IgnoreAnyFunction("github.com/swamp-club/nsdriver/nsemu.(*Server).run.func3"),
+		goleak.IgnoreAnyFunction("os/exec.(*Cmd).Wait"),
+	)
 }

@@ -26,7 +26,9 @@ func (p *warmPool) idleCount(image string) int {
 }
 
 func TestWarmPoolUsesEachVMOnce(t *testing.T) {
-	env := newTestEnv(t, Config{WarmPool: 2}, nsemu.Options{BootTime: 50 * time.Millisecond})
+	emu := startTestEmu(t, nsemu.Options{BootTime: 50 * time.Millisecond})
+	ignore := goleak.IgnoreCurrent() // the emulator's; the driver's must all end
+	env := newTestEnvOn(t, emu, Config{WarmPool: 2})
 	pool := env.driver.pool
 	waitUntil(t, "two idle VMs", func() bool { return pool.idleCount(DefaultImage) == 2 })
 	for _, inst := range env.emu.Instances() {
@@ -62,9 +64,7 @@ func TestWarmPoolUsesEachVMOnce(t *testing.T) {
 	if live := env.emu.LiveInstances(); len(live) != 0 {
 		t.Fatalf("Shutdown left %v", live)
 	}
-	goleak.VerifyNone(t, goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
-		goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"), goleak.IgnoreAnyFunction("net/http.(*conn).serve"),
-		goleak.IgnoreCurrent())
+	verifyNoLeaks(t, ignore)
 }
 
 func TestWarmPoolRecyclesVMsNearTheirDeadline(t *testing.T) {
@@ -100,5 +100,18 @@ func TestWarmPoolStartsPerImageOnFirstUse(t *testing.T) {
 	res = env.driver.Execute(context.Background(), bundleRequest(testModel, "everything"), Callbacks{})
 	if res.Status != ResultSuccess || res.Metadata.BootMs != 0 {
 		t.Fatalf("second bundle run should be pooled: %+v", res)
+	}
+}
+
+// A pool fill whose CreateInstance committed but lost its response leaves
+// nothing behind: the VM is found by its create-id label and destroyed.
+func TestWarmPoolFillWithLostResponseLeavesNothing(t *testing.T) {
+	env := newTestEnv(t, Config{WarmPool: 1}, nsemu.Options{Faults: []nsemu.Fault{{Method: "CreateInstance", LoseResponse: true}}})
+	env.driver.vms.destroyCap = time.Second
+	waitUntil(t, "the lost VM destroyed", func() bool {
+		return env.emu.Count("CreateInstance") == 1 && env.emu.Count("DestroyInstance") == 1 && len(env.emu.LiveInstances()) == 0
+	})
+	if err := env.driver.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -148,3 +148,20 @@ func TestUnencodableArgsAreRejectedBeforeAnyVM(t *testing.T) {
 		t.Fatalf("%+v: want a rejection before any VM", res)
 	}
 }
+
+// Loopback is decided by parsing the host, never by its spelling: names
+// that merely start like a loopback address are refused as cleartext
+// targets (a string-prefix check would let them through).
+func TestCleartextRefusedToLookalikeHosts(t *testing.T) {
+	for _, endpoint := range []string{"http://localhost.evil.com", "http://127.example.com", "http://127.0.0.1.nip.io:8080",
+		"http://localhostx", "http://0x7f000001.example.com"} {
+		if _, err := NewClient(WithEndpoint(endpoint), WithToken(testToken)); !errors.Is(err, ErrInsecureEndpoint) {
+			t.Errorf("%s: err %v, want ErrInsecureEndpoint", endpoint, err)
+		}
+	}
+	for _, endpoint := range []string{"http://127.0.0.2:9", "http://LOCALHOST:9", "http://[::1]:9", "http://127.255.255.254"} {
+		if _, err := NewClient(WithEndpoint(endpoint), WithToken(testToken)); err != nil {
+			t.Errorf("%s: %v", endpoint, err)
+		}
+	}
+}
