@@ -83,7 +83,7 @@ var matrixFaults = []faultKind{
 		if s.name == "mid-stream" {
 			return &nsemu.Fault{} // the command itself outlives the timeout
 		}
-		return &nsemu.Fault{Method: s.method, Delay: 3 * time.Second, Count: -1}
+		return &nsemu.Fault{Method: s.method, Delay: 10 * time.Second, Count: -1} // outlasts every step's timeout
 	}},
 	{"caller cancellation", func(s step) *nsemu.Fault {
 		if s.name == "mid-stream" {
@@ -127,7 +127,7 @@ func TestFaultMatrix(t *testing.T) {
 func runScenario(t *testing.T, s step, faultName string, f *nsemu.Fault) {
 	timeout := 800 * time.Millisecond
 	if s.name == "upload" {
-		timeout = 3 * time.Second // the spill itself moves 2 MiB under -race
+		timeout = 6 * time.Second // packing and spilling 2 MiB takes over a second under -race on 2 busy cores
 	}
 	opts := nsemu.Options{Token: matrixToken}
 	if f.Method != "" {

@@ -107,7 +107,6 @@ func TestWarmPoolStartsPerImageOnFirstUse(t *testing.T) {
 // nothing behind: the VM is found by its create-id label and destroyed.
 func TestWarmPoolFillWithLostResponseLeavesNothing(t *testing.T) {
 	env := newTestEnv(t, Config{WarmPool: 1}, nsemu.Options{Faults: []nsemu.Fault{{Method: "CreateInstance", LoseResponse: true}}})
-	env.driver.vms.destroyCap = time.Second
 	waitUntil(t, "the lost VM destroyed", func() bool {
 		return env.emu.Count("CreateInstance") == 1 && env.emu.Count("DestroyInstance") == 1 && len(env.emu.LiveInstances()) == 0
 	})
