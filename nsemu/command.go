@@ -68,9 +68,14 @@ func (s *Server) prepare(ctx context.Context, req *pb.RunCommandRequest) (*insta
 	if err != nil {
 		return nil, nil, err
 	}
-	if inst.meta.Status != pb.InstanceMetadata_RUNNING {
+	switch st := inst.meta.Status; {
+	case st == pb.InstanceMetadata_PENDING || st == pb.InstanceMetadata_CREATING:
+		// One message for both: which of the two it is depends on timers.
 		return nil, nil, connect.NewError(connect.CodeFailedPrecondition,
-			fmt.Errorf("instance %s is %s, not RUNNING", req.InstanceId, inst.meta.Status))
+			fmt.Errorf("instance %s is still starting, not RUNNING", req.InstanceId))
+	case st != pb.InstanceMetadata_RUNNING:
+		return nil, nil, connect.NewError(connect.CodeFailedPrecondition,
+			fmt.Errorf("instance %s is %s, not RUNNING", req.InstanceId, st))
 	}
 	var ctr *container
 	for _, c := range inst.containers {

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -22,10 +23,12 @@ import (
 type instance struct {
 	meta       *pb.InstanceMetadata // owned; copied out under s.mu
 	containers []*container
-	dir        string
-	procs      map[*process]struct{}
-	changed    chan struct{} // closed and replaced on every status change
-	deadline   *time.Timer
+	// shutdown says why the instance failed to boot (DescribeInstance).
+	shutdown []*pb.DescribeInstanceResponse_ShutdownReason
+	dir      string
+	procs    map[*process]struct{}
+	changed  chan struct{} // closed and replaced on every status change
+	deadline *time.Timer
 }
 
 type container struct {
@@ -156,19 +159,61 @@ func (c *computeService) CreateInstance(ctx context.Context, req *connect.Reques
 	s.instances[id] = inst
 	s.order = append(s.order, id)
 	s.boots++
-	boot := s.matchFault("Boot", s.boots)
+	failure := s.bootFailure(req.Msg.Containers, inst.containers, s.matchFault("Boot", s.boots))
 	s.afterFunc(0, func() {
 		s.transition(id, pb.InstanceMetadata_PENDING, pb.InstanceMetadata_CREATING)
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		final := pb.InstanceMetadata_RUNNING
-		if boot != nil {
+		if failure != nil {
 			final = pb.InstanceMetadata_ERROR
 		}
-		s.afterFunc(s.opts.BootTime, func() { s.transition(id, pb.InstanceMetadata_CREATING, final) })
+		s.afterFunc(s.opts.BootTime, func() {
+			s.mu.Lock()
+			if failure != nil && inst.meta.Status == pb.InstanceMetadata_CREATING {
+				inst.shutdown = append(inst.shutdown, failure)
+			}
+			s.mu.Unlock()
+			s.transition(id, pb.InstanceMetadata_CREATING, final)
+		})
 	})
 	inst.deadline = s.afterFunc(deadline.Sub(now), func() { s.destroy(id) })
 	return connect.NewResponse(s.describe(inst)), nil
+}
+
+// unpullableTLD marks images that can never be pulled: the .invalid
+// top-level domain is reserved (RFC 2606), so no registry can serve one.
+const unpullableTLD = ".invalid/"
+
+// bootFailure decides whether a new instance's boot fails, and why, as
+// Namespace reports it in shutdownReasons: an injected Boot fault, an image
+// that cannot be pulled, or a managed container whose process exits (an
+// image listed in Options.ExitingEntrypoints, started without an
+// entrypoint override, runs its own ENTRYPOINT with the args, which ends).
+func (s *Server) bootFailure(reqs []*pb.ContainerRequest, ctrs []*container, fault *Fault) *pb.DescribeInstanceResponse_ShutdownReason {
+	if fault != nil {
+		msg := fault.Message
+		if msg == "" {
+			msg = "injected boot failure"
+		}
+		return &pb.DescribeInstanceResponse_ShutdownReason{ErrorCode: int32(connect.CodeInternal), ErrorMessage: msg}
+	}
+	for i, cr := range reqs {
+		reason := &pb.DescribeInstanceResponse_ShutdownReason{ContainerNscId: ctrs[i].id, ContainerName: cr.Name}
+		switch {
+		case strings.Contains(cr.ImageRef, unpullableTLD):
+			reason.ErrorCode = int32(connect.CodeFailedPrecondition)
+			reason.ErrorMessage = fmt.Sprintf("failed to pull image %q: manifest unknown", cr.ImageRef)
+			reason.ContainerFailedReason = "ImagePullBackOff"
+			return reason
+		case cr.ImageRef != "" && len(cr.Entrypoint) == 0 && slices.Contains(s.opts.ExitingEntrypoints, cr.ImageRef):
+			reason.ErrorCode = int32(connect.CodeFailedPrecondition)
+			reason.ErrorMessage = fmt.Sprintf("container %q exited with code 0 before the instance was ready", cr.Name)
+			reason.ContainerFailedReason = "Completed"
+			return reason
+		}
+	}
+	return nil
 }
 
 // checkQuota enforces MaxInstances and MaxVCPU; callers hold s.mu.
@@ -218,6 +263,9 @@ func (s *Server) describe(inst *instance) *pb.DescribeInstanceResponse {
 	}
 	for _, c := range inst.containers {
 		resp.Containers = append(resp.Containers, &pb.AllocatedContainer{Id: c.id, Name: c.name})
+	}
+	for _, r := range inst.shutdown {
+		resp.ShutdownReasons = append(resp.ShutdownReasons, proto.Clone(r).(*pb.DescribeInstanceResponse_ShutdownReason))
 	}
 	return resp
 }

@@ -61,6 +61,11 @@ type Options struct {
 	Images map[string]string
 	// DefaultPath is the PATH of unlisted images (default: the host's PATH).
 	DefaultPath string
+	// ExitingEntrypoints lists images whose own ENTRYPOINT exits when given
+	// a container's args: without an entrypoint override their container
+	// ends and the instance fails to boot, as on Namespace. (Images under
+	// the reserved .invalid domain always fail to pull.)
+	ExitingEntrypoints []string
 	// Dir holds the instances' private directories (default: a temp dir,
 	// removed by Close).
 	Dir string
