@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -344,5 +345,57 @@ func TestResultJSONShape(t *testing.T) {
 	b, _ = json.Marshal(bad)
 	if !strings.Contains(string(b), `"outputs":[]`) || !strings.Contains(string(b), `"logs":[]`) || strings.Contains(string(b), "metadata") {
 		t.Fatalf("rejected request json %s", b)
+	}
+}
+
+// A VM that fails to boot is reported with Namespace's own reason, and
+// still destroyed.
+func TestBootFailureSaysWhy(t *testing.T) {
+	env := newTestEnv(t, Config{Image: "registry.invalid/team/tool:1"}, nsemu.Options{})
+	res := env.driver.Execute(context.Background(), commandRequest("true"), Callbacks{})
+	var bootErr *BootError
+	if res.Status != ResultError || !errors.As(res.Err, &bootErr) || len(bootErr.Reasons) != 1 || !res.Metadata.Destroyed {
+		t.Fatalf("result %+v", res)
+	}
+	want := `The Namespace VM failed to start: failed to pull image "registry.invalid/team/tool:1": manifest unknown (container nsdriver, ImagePullBackOff). Check the image and its entrypoint.`
+	if res.Error != want {
+		t.Fatalf("error %q\nwant  %q", res.Error, want)
+	}
+}
+
+// An image whose own ENTRYPOINT would exit given `sleep infinity` as args
+// stays up, because the driver replaces the entrypoint; builtin images get
+// knownImageId and args.
+func TestContainerStaysUpOnAnyImage(t *testing.T) {
+	const image = "example.com/entrypoint-exits:1"
+	env := newTestEnv(t, Config{Image: image}, nsemu.Options{ExitingEntrypoints: []string{image}})
+	if res := env.driver.Execute(context.Background(), commandRequest("echo up"), Callbacks{}); res.Status != ResultSuccess {
+		t.Fatalf("result %+v", res)
+	}
+	env2 := newTestEnv(t, Config{}, nsemu.Options{})
+	if res := env2.driver.Execute(context.Background(), commandRequest("echo up"), Callbacks{}); res.Status != ResultSuccess {
+		t.Fatalf("builtin result %+v", res)
+	}
+}
+
+func TestContainerRequestPerImageKind(t *testing.T) {
+	var got []ContainerRequest
+	api := newFakeAPI(t, func(w http.ResponseWriter, r *http.Request) {
+		var req CreateInstanceRequest
+		_ = json.NewDecoder(r.Body).Decode(&req)
+		got = append(got, req.Containers...)
+		writeJSON(w, 400, map[string]string{"code": "invalid_argument", "message": "stop here"})
+	})
+	for _, image := range []string{"builtin:base", "denoland/deno:debian-2.9.6"} {
+		d, err := New(Config{Image: image}, WithClient(api.client(t)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.Execute(context.Background(), commandRequest("true"), Callbacks{})
+	}
+	if len(got) != 2 ||
+		got[0].KnownImageID != "builtin:base" || strings.Join(got[0].Args, " ") != "sleep infinity" || got[0].Entrypoint != nil ||
+		got[1].ImageRef != "denoland/deno:debian-2.9.6" || strings.Join(got[1].Entrypoint, " ") != "sleep infinity" || got[1].Args != nil {
+		t.Fatalf("containers %+v", got)
 	}
 }

@@ -190,6 +190,10 @@ func withDetail(msg, detail string) string {
 // UserMessage renders any error from this package for a person. API errors
 // get their per-code sentence; others their own text.
 func UserMessage(err error) string {
+	var bootErr *BootError
+	if errors.As(err, &bootErr) && len(bootErr.Reasons) > 0 {
+		return "The Namespace VM failed to start: " + bootErr.reasons() + ". Check the image and its entrypoint."
+	}
 	var apiErr *APIError
 	if errors.As(err, &apiErr) {
 		return apiErr.UserMessage()
@@ -209,6 +213,32 @@ func (e *WorkloadError) Error() string { return e.Message }
 
 // Is matches ErrWorkloadFailed.
 func (e *WorkloadError) Is(target error) bool { return target == ErrWorkloadFailed }
+
+// BootError is an instance that failed to start. Reasons are what
+// Namespace says about it (DescribeInstance's shutdownReasons), such as
+// "failed to pull image …: manifest unknown"; Err is the wait's error.
+type BootError struct {
+	InstanceID string
+	Reasons    []ShutdownReason
+	Err        error
+}
+
+func (e *BootError) Error() string {
+	if len(e.Reasons) == 0 {
+		return fmt.Sprintf("instance %s failed to boot: %v", e.InstanceID, e.Err)
+	}
+	return "instance " + e.InstanceID + " failed to boot: " + e.reasons()
+}
+
+func (e *BootError) reasons() string {
+	parts := make([]string, len(e.Reasons))
+	for i, r := range e.Reasons {
+		parts[i] = r.String()
+	}
+	return strings.Join(parts, "; ")
+}
+
+func (e *BootError) Unwrap() error { return e.Err }
 
 // Problem is one invalid config value, with its key path ("env.FOO").
 type Problem struct {

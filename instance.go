@@ -52,11 +52,15 @@ type instance struct {
 func (m *instances) create(ctx context.Context, image string, labels []Label) (*instance, error) {
 	cfg := m.cfg
 	vcpu, gb := cfg.shape()
-	ctr := ContainerRequest{Name: containerName, Args: []string{"sleep", "infinity"}}
+	// The container must outlive every command: if it exits, the instance
+	// fails. A builtin image takes the command as args (as Namespace's
+	// engineers start builtin:base); any other image's own ENTRYPOINT might
+	// treat args differently and exit, so it is replaced.
+	ctr := ContainerRequest{Name: containerName}
 	if strings.HasPrefix(image, "builtin:") {
-		ctr.KnownImageID = image
+		ctr.KnownImageID, ctr.Args = image, []string{"sleep", "infinity"}
 	} else {
-		ctr.ImageRef = image
+		ctr.ImageRef, ctr.Entrypoint = image, []string{"sleep", "infinity"}
 	}
 	createID := m.newID()
 	all := append([]Label{
@@ -127,17 +131,26 @@ func (m *instances) reclaim(ctx context.Context, createID string) {
 	}
 }
 
-// wait streams the instance's status until it is RUNNING.
+// wait streams the instance's status until it is RUNNING. When the boot
+// fails, the instance is described to say why (a *BootError).
 func (m *instances) wait(ctx context.Context, inst *instance) error {
-	_, err := m.client.WaitInstance(ctx, &WaitInstanceRequest{InstanceID: inst.InstanceID()}, func(u *WaitInstanceResponse) {
+	id := inst.InstanceID()
+	_, err := m.client.WaitInstance(ctx, &WaitInstanceRequest{InstanceID: id}, func(u *WaitInstanceResponse) {
 		if u.Metadata != nil {
-			m.logger.Debug("instance status", "instance", inst.InstanceID(), "status", u.Metadata.Status)
+			m.logger.Debug("instance status", "instance", id, "status", u.Metadata.Status)
 		}
 	})
-	if err != nil {
-		return fmt.Errorf("waiting for instance %s to boot: %w", inst.InstanceID(), err)
+	if err == nil {
+		return nil
 	}
-	return nil
+	if ctx.Err() != nil || CodeOf(err) != CodeInternal {
+		return fmt.Errorf("waiting for instance %s to boot: %w", id, err)
+	}
+	bootErr := &BootError{InstanceID: id, Err: err}
+	if desc, derr := m.client.DescribeInstance(ctx, &DescribeInstanceRequest{InstanceID: id}); derr == nil {
+		bootErr.Reasons = desc.ShutdownReasons
+	}
+	return bootErr
 }
 
 // destroy destroys an instance on a context detached from the caller's

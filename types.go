@@ -1,5 +1,7 @@
 package nsdriver
 
+import "strings"
+
 // Request and response messages of namespace.cloud.compute.v1beta, with the
 // protojson (lowerCamelCase) names of the published schema. Only the fields
 // this project uses are declared; unknown response fields are ignored.
@@ -56,11 +58,12 @@ type ContainerRequest struct {
 	// ImageRef is an OCI image reference; set it or KnownImageID.
 	ImageRef string `json:"imageRef,omitempty"`
 	// KnownImageID selects a Namespace-managed image such as "builtin:base".
-	// It is used by Namespace's public clients but absent from the schema
-	// snapshot this project was built from.
-	KnownImageID string                `json:"knownImageId,omitempty"`
-	Args         []string              `json:"args,omitempty"`
-	EnvVars      []EnvironmentVariable `json:"envVars,omitempty"`
+	KnownImageID string `json:"knownImageId,omitempty"`
+	// Entrypoint replaces the image's ENTRYPOINT; without it, Args are
+	// handed to the image's own.
+	Entrypoint []string              `json:"entrypoint,omitempty"`
+	Args       []string              `json:"args,omitempty"`
+	EnvVars    []EnvironmentVariable `json:"envVars,omitempty"`
 }
 
 // Instance features.
@@ -149,6 +152,38 @@ type DescribeInstanceResponse struct {
 	Metadata         *InstanceMetadata         `json:"metadata,omitempty"`
 	ExtendedMetadata *InstanceExtendedMetadata `json:"extendedMetadata,omitempty"`
 	Containers       []AllocatedContainer      `json:"containers,omitempty"`
+	// ShutdownReasons say why the instance stopped or failed to start.
+	ShutdownReasons []ShutdownReason `json:"shutdownReasons,omitempty"`
+}
+
+// ShutdownReason is DescribeInstanceResponse.ShutdownReason: why an
+// instance stopped or failed to start.
+type ShutdownReason struct {
+	ErrorCode             int32  `json:"errorCode,omitempty"`
+	ErrorMessage          string `json:"errorMessage,omitempty"`
+	ContainerNscID        string `json:"containerNscId,omitempty"`
+	ContainerName         string `json:"containerName,omitempty"`
+	ContainerFailedReason string `json:"containerFailedReason,omitempty"`
+}
+
+// String renders the reason for a person: the message, then which
+// container and how it failed.
+func (r ShutdownReason) String() string {
+	s := r.ErrorMessage
+	if s == "" {
+		s = "no message"
+	}
+	var where []string
+	if r.ContainerName != "" {
+		where = append(where, "container "+r.ContainerName)
+	}
+	if r.ContainerFailedReason != "" {
+		where = append(where, r.ContainerFailedReason)
+	}
+	if len(where) > 0 {
+		s += " (" + strings.Join(where, ", ") + ")"
+	}
+	return s
 }
 
 // CommandEndpoint is the base URL of the instance's CommandService, or "".

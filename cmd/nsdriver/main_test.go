@@ -336,3 +336,13 @@ func TestCrashSafety(t *testing.T) {
 		}
 	}
 }
+
+// A VM that fails to boot: the CLI says why, in Namespace's words, and
+// exits 125.
+func TestRunReportsBootFailureReason(t *testing.T) {
+	r := nsd(t, "", "run", "--emulator", "--quiet", "--image", "registry.invalid/none:1", "--", "true")
+	want := `nsdriver: The Namespace VM failed to start: failed to pull image "registry.invalid/none:1": manifest unknown`
+	if r.code != 125 || !strings.Contains(r.stderr, want) {
+		t.Fatalf("exit %d, stderr:\n%s", r.code, r.stderr)
+	}
+}
