@@ -9,27 +9,69 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 )
 
 // wireError is a Connect error as JSON: a unary error body, or the "error"
-// member of a stream's end-of-stream message.
+// member of a stream's end-of-stream message. It is read leniently, as
+// Namespace's own Go client reads it: the code as a name in any case or as
+// a number, details that do not decode skipped one by one.
 type wireError struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
-	Details []struct {
-		Type  string `json:"type"`
-		Value string `json:"value"`
-	} `json:"details"`
+	Code    json.RawMessage   `json:"code"`
+	Message string            `json:"message"`
+	Details []json.RawMessage `json:"details"`
+}
+
+// codeNumbers are the Connect (and gRPC) codes by number.
+var codeNumbers = []Code{1: CodeCanceled, 2: CodeUnknown, 3: CodeInvalidArgument, 4: CodeDeadlineExceeded,
+	5: CodeNotFound, 6: CodeAlreadyExists, 7: CodePermissionDenied, 8: CodeResourceExhausted,
+	9: CodeFailedPrecondition, 10: CodeAborted, 11: CodeOutOfRange, 12: CodeUnimplemented,
+	13: CodeInternal, 14: CodeUnavailable, 15: CodeDataLoss, 16: CodeUnauthenticated}
+
+// parseCode reads "not_found", "NOT_FOUND", 5 or "5"; ok is false when
+// raw holds no code at all.
+func parseCode(raw json.RawMessage) (code Code, ok bool) {
+	var text string
+	if json.Unmarshal(raw, &text) != nil {
+		var n json.Number
+		if json.Unmarshal(raw, &n) != nil {
+			return "", false
+		}
+		text = n.String()
+	}
+	text = strings.TrimSpace(text)
+	if text == "" {
+		return "", false
+	}
+	if n, err := strconv.Atoi(text); err == nil {
+		if n > 0 && n < len(codeNumbers) {
+			return codeNumbers[n], true
+		}
+		return CodeUnknown, true
+	}
+	if c := Code(strings.ToLower(text)); knownCodes[c] {
+		return c, true
+	}
+	return CodeUnknown, true
 }
 
 func (w *wireError) toAPIError(status int) *APIError {
-	e := &APIError{Code: Code(w.Code), Message: w.Message, HTTPStatus: status}
-	if !knownCodes[e.Code] {
-		e.Code = CodeUnknown
+	code, ok := parseCode(w.Code)
+	if !ok {
+		code = CodeUnknown
 	}
-	for _, d := range w.Details {
+	e := &APIError{Code: code, Message: w.Message, HTTPStatus: status}
+	for _, raw := range w.Details {
+		var d struct {
+			Type  string `json:"type"`
+			Value string `json:"value"`
+		}
+		if json.Unmarshal(raw, &d) != nil {
+			continue
+		}
 		value, err := decodeBase64Lenient(d.Value)
 		if err != nil {
 			continue
@@ -39,18 +81,64 @@ func (w *wireError) toAPIError(status int) *APIError {
 	return e
 }
 
-// decodeUnaryError turns a non-200 unary response into an *APIError. When the
-// body is not a Connect error the code comes from the HTTP status.
-func decodeUnaryError(status int, body []byte) *APIError {
+// decodeUnaryError turns a non-200 unary response into an *APIError: from
+// a Connect error body (whose code wins over the HTTP status), else from
+// gRPC-style grpc-status headers, else from the HTTP status.
+func decodeUnaryError(status int, header http.Header, body []byte) *APIError {
 	var w wireError
-	if err := json.Unmarshal(body, &w); err == nil && w.Code != "" {
-		return w.toAPIError(status)
+	if err := json.Unmarshal(body, &w); err == nil {
+		if _, ok := parseCode(w.Code); ok {
+			return w.toAPIError(status)
+		}
+	}
+	if e := grpcHeaderError(status, header); e != nil {
+		return e
 	}
 	msg := http.StatusText(status)
 	if snippet := printableSnippet(body, 200); snippet != "" {
 		msg += ": " + snippet
 	}
 	return &APIError{Code: codeFromHTTPStatus(status), Message: msg, HTTPStatus: status}
+}
+
+// grpcHeaderError reads grpc-status, grpc-message (percent-encoded) and
+// grpc-status-details-bin (a google.rpc.Status: code 1, message 2, details
+// 3 as Any{type_url 1, value 2}); nil without grpc-status.
+func grpcHeaderError(status int, header http.Header) *APIError {
+	raw := header.Get("Grpc-Status")
+	if raw == "" {
+		return nil
+	}
+	code, ok := parseCode(json.RawMessage(strconv.Quote(raw)))
+	if !ok || raw == "0" {
+		return nil
+	}
+	e := &APIError{Code: code, HTTPStatus: status}
+	if msg, err := url.PathUnescape(header.Get("Grpc-Message")); err == nil {
+		e.Message = msg
+	}
+	bin, err := decodeBase64Lenient(header.Get("Grpc-Status-Details-Bin"))
+	if err != nil || len(bin) == 0 {
+		return e
+	}
+	st, err := parseProtoFields(bin)
+	if err != nil {
+		return e
+	}
+	if e.Message == "" {
+		e.Message = st.str(2)
+	}
+	for _, anyField := range st[3] {
+		a, err := parseProtoFields(anyField.bytes)
+		if err != nil {
+			continue
+		}
+		typ := a.str(1)
+		typ = typ[strings.LastIndex(typ, "/")+1:] // type.googleapis.com/<name>
+		value, _ := a.last(2)
+		e.Details = append(e.Details, ErrorDetail{Type: typ, Value: value.bytes, Text: describeDetail(typ, value.bytes)})
+	}
+	return e
 }
 
 // printableSnippet keeps an error message short and free of binary noise.
@@ -71,7 +159,7 @@ func responseError(resp *http.Response, body []byte) *APIError {
 		return &APIError{Code: CodeUnknown, HTTPStatus: resp.StatusCode,
 			Message: fmt.Sprintf("HTTP %d redirect refused (redirects are never followed); check the endpoint", resp.StatusCode)}
 	}
-	return decodeUnaryError(resp.StatusCode, body)
+	return decodeUnaryError(resp.StatusCode, resp.Header, body)
 }
 
 // endStreamError decodes an end-of-stream message; nil when it carries none.
@@ -84,9 +172,6 @@ func endStreamError(payload []byte) error {
 	}
 	if end.Error == nil {
 		return nil
-	}
-	if end.Error.Code == "" {
-		end.Error.Code = string(CodeUnknown)
 	}
 	return end.Error.toAPIError(http.StatusOK)
 }

@@ -3,14 +3,18 @@ package nsdriver
 import (
 	"context"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net/http"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestDecodeUnaryErrorConnectBody(t *testing.T) {
-	e := decodeUnaryError(400, []byte(`{"code":"invalid_argument","message":"shape.virtual_cpu 3 is not valid"}`))
+	e := decodeUnaryError(400, nil, []byte(`{"code":"invalid_argument","message":"shape.virtual_cpu 3 is not valid"}`))
 	if e.Code != CodeInvalidArgument || CodeOf(e) != CodeInvalidArgument || CodeOf(e) == CodeInternal {
 		t.Fatalf("%#v", e)
 	}
@@ -26,12 +30,12 @@ func TestDecodeUnaryErrorFallbackTable(t *testing.T) {
 		500: CodeUnknown, 418: CodeUnknown,
 	} {
 		for _, body := range []string{"<html>oops</html>", "", `{"message":"no code"}`, "\x00\xff"} {
-			if got := decodeUnaryError(status, []byte(body)).Code; got != want {
+			if got := decodeUnaryError(status, nil, []byte(body)).Code; got != want {
 				t.Errorf("status %d body %q: %s, want %s", status, body, got, want)
 			}
 		}
 	}
-	if got := decodeUnaryError(200, []byte(`{"code":"made_up"}`)).Code; got != CodeUnknown {
+	if got := decodeUnaryError(200, nil, []byte(`{"code":"made_up"}`)).Code; got != CodeUnknown {
 		t.Errorf("unknown code decoded as %s", got)
 	}
 }
@@ -80,7 +84,7 @@ func TestErrorDetailsDecoded(t *testing.T) {
 		base64.RawStdEncoding.EncodeToString(limits), // connect-go writes no padding
 		base64.StdEncoding.EncodeToString(usage),
 		base64.RawURLEncoding.EncodeToString(platform))
-	e := decodeUnaryError(429, []byte(body))
+	e := decodeUnaryError(429, nil, []byte(body))
 	if len(e.Details) != 4 {
 		t.Fatalf("details %v", e.Details)
 	}
@@ -168,5 +172,67 @@ func TestCodeOfAndSentinels(t *testing.T) {
 				t.Errorf("errors.Is(%v, %v) = %v, want %v", tc.err, s, !want, want)
 			}
 		}
+	}
+}
+
+// Error bodies as they occur in the wild, read as Namespace's own Go
+// client reads them.
+func TestLenientErrorDecoding(t *testing.T) {
+	rlDetail := base64.StdEncoding.EncodeToString([]byte{0x2a, 0x03, 'c', 'p', 'u'}) // ResourceLimitsError{description: "cpu"}
+	cases := []struct {
+		name    string
+		status  int
+		header  http.Header
+		body    string
+		code    Code
+		message string
+		details int
+	}{
+		{"numeric code wins over a 404", 404, nil, `{"code":5,"message":"gone"}`, CodeNotFound, "gone", 0},
+		{"numeric code as a string", 500, nil, `{"code":"14"}`, CodeUnavailable, "", 0},
+		{"upper-case name", 400, nil, `{"code":"NOT_FOUND","message":"m"}`, CodeNotFound, "m", 0},
+		{"unknown number", 500, nil, `{"code":99}`, CodeUnknown, "", 0},
+		{"undecodable details are skipped, good ones kept", 429, nil,
+			`{"code":"resource_exhausted","details":[{"type":"x","value":"!!!"},7,"str",{"type":"namespace.cloud.compute.v1beta.ResourceLimitsError","value":"` + rlDetail + `"}]}`,
+			CodeResourceExhausted, "", 1},
+		{"details not an array", 400, nil, `{"code":"invalid_argument","details":{"a":1}}`, CodeInternal, "Bad Request: {\"code\":\"invalid_argument\",\"details\":{\"a\":1}}", 0},
+		{"grpc-status header", 200, http.Header{"Grpc-Status": {"5"}, "Grpc-Message": {"instance%20gone"}}, ``, CodeNotFound, "instance gone", 0},
+		{"grpc-status-details-bin", 503, http.Header{"Grpc-Status": {"8"}, "Grpc-Status-Details-Bin": {grpcStatusBin(8, "quota", detailPrefix+"ResourceLimitsError", []byte{0x2a, 0x03, 'c', 'p', 'u'})}},
+			`upstream`, CodeResourceExhausted, "quota", 1},
+		{"plain 404 is unimplemented", 404, nil, `not here`, CodeUnimplemented, "Not Found: not here", 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := decodeUnaryError(tc.status, tc.header, []byte(tc.body))
+			if e.Code != tc.code || e.Message != tc.message || len(e.Details) != tc.details {
+				t.Fatalf("got %+v", e)
+			}
+			if tc.details == 1 && e.Details[0].Text != "resource limits: cpu" {
+				t.Fatalf("detail %+v", e.Details[0])
+			}
+		})
+	}
+}
+
+// grpcStatusBin encodes a google.rpc.Status with one Any detail.
+func grpcStatusBin(code int, message, typ string, value []byte) string {
+	field := func(num int, b []byte) []byte {
+		return append(binary.AppendUvarint(binary.AppendUvarint(nil, uint64(num<<3|2)), uint64(len(b))), b...)
+	}
+	anyMsg := append(field(1, []byte("type.googleapis.com/"+typ)), field(2, value)...)
+	st := append(binary.AppendUvarint(binary.AppendUvarint(nil, 1<<3), uint64(code)), field(2, []byte(message))...)
+	st = append(st, field(3, anyMsg)...)
+	return base64.RawStdEncoding.EncodeToString(st)
+}
+
+// A destroy of an instance that vanished, answered 404 + {"code":5}, is
+// a success, not a failure.
+func TestDestroyOfVanishedInstanceSucceeds(t *testing.T) {
+	api := newFakeAPI(t, func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, 404, map[string]any{"code": 5, "message": "instance not found"})
+	})
+	m := &instances{client: api.client(t), logger: slog.New(slog.DiscardHandler), destroyCap: time.Second}
+	if !m.destroy(context.Background(), "gone") || len(api.requests()) != 1 {
+		t.Fatalf("destroy reported failure after %d requests", len(api.requests()))
 	}
 }
