@@ -135,13 +135,14 @@ func checkJWTExpiry(token string, now time.Time) error {
 }
 
 // ResolveEndpoint picks the API base URL: the explicit endpoint, else
-// NSC_ENDPOINT, else the region's URL (us when region is empty).
+// NSC_ENDPOINT, else the region's URL (us when region is empty). An
+// endpoint may be a host, host:port or a URL; no scheme means https.
 func ResolveEndpoint(endpoint, region string) string {
 	if endpoint != "" {
-		return strings.TrimSuffix(endpoint, "/")
+		return normalizeEndpoint(endpoint)
 	}
 	if env := os.Getenv("NSC_ENDPOINT"); env != "" {
-		return strings.TrimSuffix(env, "/")
+		return normalizeEndpoint(env)
 	}
 	if region == "" {
 		region = "us"

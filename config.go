@@ -35,7 +35,7 @@ type Config struct {
 	Token          string            `json:"token,omitempty" jsonschema_description:"Namespace API token. Never logged. Default: the first of tokenFile, NAMESPACE_TOKEN, NSC_TOKEN, NSC_TOKEN_FILE, the nsc login file, /var/run/nsc/token.json."`
 	TokenFile      string            `json:"tokenFile,omitempty" jsonschema_description:"Path of a JSON file with a bearer_token field (what nsc login writes)."`
 	Region         string            `json:"region,omitempty" jsonschema:"enum=us,enum=eu" jsonschema_description:"Namespace region."`
-	Endpoint       string            `json:"endpoint,omitempty" jsonschema:"format=uri" jsonschema_description:"API base URL; overrides region. https, or http to a loopback address only."`
+	Endpoint       string            `json:"endpoint,omitempty" jsonschema_description:"API endpoint: host, host:port or URL (no scheme means https); overrides region. Plain http only to a loopback address."`
 	MachineType    string            `json:"machineType,omitempty" jsonschema:"pattern=^(2|4|8|16|32)x(2|4|8|16|32|64|128|256|512)$" jsonschema_description:"<vCPU>x<GB>: vCPU in 2/4/8/16/32, GB a power of two from 2 to 512."`
 	Arch           string            `json:"arch,omitempty" jsonschema:"enum=amd64,enum=arm64" jsonschema_description:"CPU architecture."`
 	Timeout        Milliseconds      `json:"timeout,omitzero" jsonschema_description:"Limit on one execution: milliseconds (number) or a duration string such as 90s. Default 600000 (10 min)."`

@@ -36,11 +36,21 @@ type transport struct {
 	retry  RetryPolicy
 }
 
+// normalizeEndpoint accepts what Namespace's tools accept: host,
+// host:port or a URL. No scheme means https.
+func normalizeEndpoint(raw string) string {
+	raw = strings.TrimSuffix(strings.TrimSpace(raw), "/")
+	if raw != "" && !strings.Contains(raw, "://") {
+		raw = "https://" + raw
+	}
+	return raw
+}
+
 // checkEndpoint refuses to carry the token in clear text anywhere but loopback.
 func checkEndpoint(raw string) (*url.URL, error) {
-	u, err := url.Parse(raw)
+	u, err := url.Parse(normalizeEndpoint(raw))
 	if err != nil || u.Host == "" {
-		return nil, fmt.Errorf("endpoint %q is not an absolute URL: %w", raw, errors.Join(err, errors.New("want https://host[:port]")))
+		return nil, fmt.Errorf("endpoint %q is not a host, host:port or URL: %w", raw, errors.Join(err, errors.New("want host[:port] or https://host[:port]")))
 	}
 	switch u.Scheme {
 	case "https":

@@ -178,3 +178,26 @@ func TestStreamRequestIsEnveloped(t *testing.T) {
 		t.Fatalf("body %q", req.Body)
 	}
 }
+
+// Endpoints as Namespace's tools accept them: host, host:port or a URL; no
+// scheme means https.
+func TestEndpointForms(t *testing.T) {
+	for in, want := range map[string]string{
+		"us.compute.namespaceapis.com":          "https://us.compute.namespaceapis.com",
+		"us.compute.namespaceapis.com:443":      "https://us.compute.namespaceapis.com:443",
+		"https://eu.compute.namespaceapis.com/": "https://eu.compute.namespaceapis.com",
+		" http://127.0.0.1:8080 ":               "http://127.0.0.1:8080",
+	} {
+		c, err := NewClient(WithEndpoint(in), WithToken(testToken))
+		if err != nil || c.Endpoint() != want {
+			t.Errorf("%q: endpoint %q, err %v; want %q", in, c.Endpoint(), err, want)
+		}
+	}
+	t.Setenv("NSC_ENDPOINT", "eu.compute.namespaceapis.com")
+	if got := ResolveEndpoint("", "us"); got != "https://eu.compute.namespaceapis.com" {
+		t.Errorf("NSC_ENDPOINT host resolved to %q", got)
+	}
+	if _, err := ParseConfig(map[string]any{"endpoint": "eu.compute.namespaceapis.com:443"}); err != nil {
+		t.Errorf("config refused a host:port endpoint: %v", err)
+	}
+}
