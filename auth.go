@@ -10,128 +10,224 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 )
 
-// TokenSource supplies the bearer token for each API call.
+// Credentials are live, not a string (design.md decision 16): a
+// TokenSource answers "a bearer token for this call". Token files are
+// re-read as their token nears expiry, session tokens are exchanged and
+// renewed (session.go), and a static token is used until its exp.
+
+// TokenSource supplies the bearer token for each API call. It must be safe
+// for concurrent use.
 type TokenSource interface {
 	Token(ctx context.Context) (string, error)
 }
 
-// StaticToken is a TokenSource that always returns the same token.
+// minValidity is how much life a token must have left to be handed out
+// without renewal, as Namespace's SDKs require per call.
+const minValidity = 5 * time.Minute
+
+// StaticToken is a TokenSource that always returns the same token. A JWT is
+// used until its exp claim passes, then refused with ErrTokenExpired.
 type StaticToken string
 
-// Token returns the token.
-func (t StaticToken) Token(context.Context) (string, error) { return string(t), nil }
+// Token returns the token, or ErrTokenExpired once its exp has passed.
+func (t StaticToken) Token(context.Context) (string, error) {
+	if exp, ok := jwtExpiry(string(t)); ok && !time.Now().Before(exp) {
+		return "", expiredError(exp, "the token setting or NAMESPACE_TOKEN")
+	}
+	return string(t), nil
+}
+
+// String hides the token so a stray %v cannot print it.
+func (t StaticToken) String() string { return "StaticToken(…)" }
 
 // workloadTokenPath is where Namespace puts a token inside its instances.
 var workloadTokenPath = "/var/run/nsc/token.json"
 
-// ResolvedToken is a token and a description of where it came from. The
-// description is safe to log; the token is not.
-type ResolvedToken struct {
-	Token  string
-	Source string
-}
-
-// String hides the token so a stray %v cannot print it.
-func (r ResolvedToken) String() string { return "token from " + r.Source }
-
-// ResolveToken walks the token chain of interfaces.md; the first source that
-// is set wins: explicit token, explicit token file, NAMESPACE_TOKEN,
-// NSC_TOKEN, NSC_TOKEN_FILE, the `nsc login` file, the in-instance workload
-// token. A configured source that cannot be read is an error, not a
-// fall-through; a JWT whose exp has passed is ErrTokenExpired.
-func ResolveToken(token, tokenFile string) (ResolvedToken, error) {
-	resolved, err := findToken(token, tokenFile)
-	if err != nil {
-		return ResolvedToken{}, err
-	}
-	if err := checkJWTExpiry(resolved.Token, time.Now()); err != nil {
-		return ResolvedToken{}, fmt.Errorf("%s: %w", resolved.Source, err)
-	}
-	return resolved, nil
-}
-
-func findToken(token, tokenFile string) (ResolvedToken, error) {
+// NewTokenSource walks the token chain of docs/config.md; the first source
+// that is set wins: token, tokenFile, NAMESPACE_TOKEN, NSC_TOKEN,
+// NSC_TOKEN_FILE, the workload file /var/run/nsc/token.json, the `nsc
+// login` file <os.UserConfigDir()>/ns/token.json. A configured source that
+// cannot be read or is malformed is an error, not a fall-through; an
+// expired token is ErrTokenExpired; no source at all is ErrNoToken.
+func NewTokenSource(token, tokenFile string) (TokenSource, error) {
 	if t := strings.TrimSpace(token); t != "" {
-		return ResolvedToken{t, "the token setting"}, nil
+		return checkedStatic(t, "the token setting")
 	}
 	if tokenFile != "" {
-		return readTokenFile(tokenFile, "the tokenFile setting")
+		return newFileSource(tokenFile, "the tokenFile setting")
 	}
 	for _, name := range []string{"NAMESPACE_TOKEN", "NSC_TOKEN"} {
 		if t := strings.TrimSpace(os.Getenv(name)); t != "" {
-			return ResolvedToken{t, name}, nil
+			return checkedStatic(t, name)
 		}
 	}
 	if f := os.Getenv("NSC_TOKEN_FILE"); f != "" {
-		return readTokenFile(f, "NSC_TOKEN_FILE")
+		return newFileSource(f, "NSC_TOKEN_FILE")
 	}
 	// Well-known files count only when they exist.
-	for _, f := range []string{loginTokenPath(), workloadTokenPath} {
+	for _, f := range []string{workloadTokenPath, loginTokenPath()} {
 		if f == "" {
 			continue
 		}
 		if _, err := os.Stat(f); errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
-		return readTokenFile(f, f)
+		return newFileSource(f, f)
 	}
-	return ResolvedToken{}, ErrNoToken
+	return nil, ErrNoToken
 }
 
-// loginTokenPath is the file `nsc login` writes.
-func loginTokenPath() string {
-	if dir := os.Getenv("XDG_CONFIG_HOME"); dir != "" {
-		return filepath.Join(dir, "ns", "token.json")
+func checkedStatic(token, origin string) (TokenSource, error) {
+	if exp, ok := jwtExpiry(token); ok && !time.Now().Before(exp) {
+		return nil, expiredError(exp, origin)
 	}
-	home, err := os.UserHomeDir()
+	return StaticToken(token), nil
+}
+
+func expiredError(exp time.Time, origin string) error {
+	return fmt.Errorf("%w (the token from %s expired %s)", ErrTokenExpired, origin, exp.UTC().Format(time.RFC3339))
+}
+
+// loginTokenPath is the file `nsc login` writes: <user config dir>/ns/
+// token.json, i.e. $XDG_CONFIG_HOME or ~/.config on Linux, ~/Library/
+// Application Support on macOS.
+func loginTokenPath() string {
+	dir, err := os.UserConfigDir()
 	if err != nil {
 		return ""
 	}
-	return filepath.Join(home, ".config", "ns", "token.json")
+	return filepath.Join(dir, "ns", "token.json")
 }
 
-func readTokenFile(path, origin string) (ResolvedToken, error) {
+// tokenFile is what a token file holds: a bearer token (bearer_token, the
+// legacy tenant_token, or raw text) or a session token to exchange.
+type tokenFile struct {
+	bearer, session string
+}
+
+// readTokenFile reads a token file in any of the SDKs' formats.
+func readTokenFile(path, origin string) (tokenFile, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return ResolvedToken{}, fmt.Errorf("reading the token file from %s: %w", origin, err)
+		return tokenFile{}, fmt.Errorf("reading the Namespace token file %s (from %s): %w; run `nsc login` or fix the path", path, origin, err)
 	}
-	var file struct {
-		BearerToken string `json:"bearer_token"`
+	text := strings.TrimSpace(string(data))
+	if !strings.HasPrefix(text, "{") {
+		// What `nsc auth generate-dev-token --output_to` writes.
+		if text == "" || strings.ContainsAny(text, " \t\n") {
+			return tokenFile{}, fmt.Errorf("the Namespace token file %s (from %s) is neither JSON nor a single token; run `nsc login` to write a new one", path, origin)
+		}
+		return tokenFile{bearer: text}, nil
 	}
-	if err := json.Unmarshal(data, &file); err != nil {
-		return ResolvedToken{}, fmt.Errorf("token file %s (from %s) is not JSON with a bearer_token field: %w", path, origin, errors.Unwrap(err))
+	var f struct {
+		BearerToken  string `json:"bearer_token"`
+		SessionToken string `json:"session_token"`
+		TenantToken  string `json:"tenant_token"`
 	}
-	if strings.TrimSpace(file.BearerToken) == "" {
-		return ResolvedToken{}, fmt.Errorf("token file %s (from %s) has no bearer_token; run `nsc login`", path, origin)
+	if err := json.Unmarshal(data, &f); err != nil {
+		return tokenFile{}, fmt.Errorf("the Namespace token file %s (from %s) is not valid JSON (%v); run `nsc login` to write a new one", path, origin, err)
 	}
-	return ResolvedToken{strings.TrimSpace(file.BearerToken), "token file " + path}, nil
+	switch {
+	case strings.TrimSpace(f.BearerToken) != "":
+		return tokenFile{bearer: strings.TrimSpace(f.BearerToken)}, nil
+	case strings.TrimSpace(f.SessionToken) != "":
+		return tokenFile{session: strings.TrimSpace(f.SessionToken)}, nil
+	case strings.TrimSpace(f.TenantToken) != "":
+		return tokenFile{bearer: strings.TrimSpace(f.TenantToken)}, nil
+	}
+	return tokenFile{}, fmt.Errorf("the Namespace token file %s (from %s) has no bearer_token, session_token or tenant_token; run `nsc login`", path, origin)
 }
 
-// checkJWTExpiry reports ErrTokenExpired for a JWT whose exp has passed.
-// Tokens that are not JWTs are left to the server.
-func checkJWTExpiry(token string, now time.Time) error {
+// fileSource serves the token of a token file: a bearer token, re-read
+// when it nears expiry (the workload file is rotated in place), or a
+// session exchanged for tenant tokens (session.go).
+type fileSource struct {
+	path, origin string
+
+	mu      sync.Mutex
+	current string    // the token handed out
+	exp     time.Time // its expiry; zero: none known
+	session *session  // non-nil when the file holds a session token
+}
+
+func newFileSource(path, origin string) (*fileSource, error) {
+	f, err := readTokenFile(path, origin)
+	if err != nil {
+		return nil, err
+	}
+	src := &fileSource{path: path, origin: origin}
+	if f.session != "" {
+		src.session, err = newSession(path, f.session)
+		return src, err
+	}
+	src.current = f.bearer
+	src.exp, _ = jwtExpiry(f.bearer)
+	if !src.exp.IsZero() && !time.Now().Before(src.exp) {
+		return nil, expiredError(src.exp, path)
+	}
+	return src, nil
+}
+
+// String names the file, never the token.
+func (s *fileSource) String() string { return "token file " + s.path }
+
+// Token returns a token with at least minValidity left when one can be
+// had; a bearer token that cannot be replaced is used until its exp.
+func (s *fileSource) Token(ctx context.Context) (string, error) {
+	if s.session != nil {
+		return s.session.token(ctx)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.exp.IsZero() || time.Until(s.exp) >= minValidity {
+		return s.current, nil
+	}
+	// Near expiry: the file may have been rotated in place.
+	if f, err := readTokenFile(s.path, s.origin); err == nil && f.bearer != "" && f.bearer != s.current {
+		s.current = f.bearer
+		s.exp, _ = jwtExpiry(f.bearer)
+	}
+	if !s.exp.IsZero() && !time.Now().Before(s.exp) {
+		return "", expiredError(s.exp, s.path)
+	}
+	return s.current, nil
+}
+
+// renew replaces a token the API refused as unauthenticated: a session's
+// tenant token is exchanged afresh (once for every caller that saw the
+// same refused token). It reports whether the call is worth repeating.
+func (s *fileSource) renew(ctx context.Context, refused string) bool {
+	return s.session != nil && s.session.renew(ctx, refused)
+}
+
+// jwtClaims decodes a JWT's payload (a token may carry an nsct_/nscw_
+// prefix before it); ok is false for tokens that are not JWTs.
+func jwtClaims(token string) (claims struct {
+	Exp      *float64 `json:"exp"`
+	TenantID string   `json:"tenant_id"`
+}, ok bool) {
 	parts := strings.Split(token, ".")
 	if len(parts) != 3 {
-		return nil
+		return claims, false
 	}
 	payload, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
-	if err != nil {
-		return nil
+	if err != nil || json.Unmarshal(payload, &claims) != nil {
+		return claims, false
 	}
-	var claims struct {
-		Exp *float64 `json:"exp"`
+	return claims, true
+}
+
+// jwtExpiry is a JWT's exp; ok is false when there is none.
+func jwtExpiry(token string) (time.Time, bool) {
+	c, ok := jwtClaims(token)
+	if !ok || c.Exp == nil {
+		return time.Time{}, false
 	}
-	if json.Unmarshal(payload, &claims) != nil || claims.Exp == nil {
-		return nil
-	}
-	expiry := time.Unix(int64(*claims.Exp), 0)
-	if now.After(expiry) {
-		return fmt.Errorf("%w (expired %s)", ErrTokenExpired, expiry.UTC().Format(time.RFC3339))
-	}
-	return nil
+	return time.Unix(int64(*c.Exp), 0), true
 }
 
 // ResolveEndpoint picks the API base URL: the explicit endpoint, else

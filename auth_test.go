@@ -1,7 +1,9 @@
 package nsdriver
 
 import (
+	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -22,6 +24,22 @@ func writeTokenFile(t *testing.T, path, token string) string {
 	return path
 }
 
+// jwt builds an unsigned JWT-shaped token with the given claims.
+func jwt(claims map[string]any) string {
+	body, _ := json.Marshal(claims)
+	enc := base64.RawURLEncoding
+	return "nsct_" + enc.EncodeToString([]byte(`{"alg":"none"}`)) + "." + enc.EncodeToString(body) + ".sig"
+}
+
+func tokenOf(t *testing.T, src TokenSource) string {
+	t.Helper()
+	tok, err := src.Token(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
 func TestTokenChainOrder(t *testing.T) {
 	dir := t.TempDir()
 	xdg := filepath.Join(dir, "xdg")
@@ -40,97 +58,140 @@ func TestTokenChainOrder(t *testing.T) {
 	steps := []struct {
 		token, file string
 		want        string
-		unset       string // variable to clear after this step
+		unset       string // what to take away after this step
 	}{
 		{"explicit", explicitFile, "explicit", ""},
 		{"", explicitFile, "from-explicit-file", "NAMESPACE_TOKEN"},
 		{"", "", "from-nsc-token", "NSC_TOKEN"},
 		{"", "", "from-nsc-token-file", "NSC_TOKEN_FILE"},
-		{"", "", "from-login", "login"},
-		{"", "", "from-workload", ""},
+		{"", "", "from-workload", "workload"},
+		{"", "", "from-login", ""},
 	}
-	t.Setenv("NAMESPACE_TOKEN", "from-namespace-token")
-	if got, err := ResolveToken("", ""); err != nil || got.Token != "from-namespace-token" {
-		t.Fatalf("NAMESPACE_TOKEN: %v %v", got, err)
+	if got := tokenOf(t, must(NewTokenSource("", ""))); got != "from-namespace-token" {
+		t.Fatalf("first: %q", got)
 	}
 	for _, s := range steps {
-		got, err := ResolveToken(s.token, s.file)
-		if err != nil || got.Token != s.want {
-			t.Fatalf("step %q: got %q (%v), want %q", s.want, got.Token, err, s.want)
-		}
-		if strings.Contains(got.String(), got.Token) {
-			t.Fatalf("String() shows the token: %s", got)
+		if got := tokenOf(t, must(NewTokenSource(s.token, s.file))); got != s.want {
+			t.Fatalf("token %q file %q: got %q, want %q", s.token, s.file, got, s.want)
 		}
 		switch s.unset {
-		case "login":
-			os.Remove(filepath.Join(xdg, "ns", "token.json"))
+		case "workload":
+			workloadTokenPath = filepath.Join(dir, "absent.json")
 		case "":
 		default:
 			t.Setenv(s.unset, "")
 		}
 	}
-	workloadTokenPath = filepath.Join(dir, "absent.json")
-	if _, err := ResolveToken("", ""); !errors.Is(err, ErrNoToken) {
-		t.Fatalf("empty chain: %v", err)
+	os.RemoveAll(xdg)
+	if _, err := NewTokenSource("", ""); !errors.Is(err, ErrNoToken) {
+		t.Fatalf("no source: %v", err)
 	}
 }
 
-func TestLoginFileUnderHome(t *testing.T) {
+func must(src TokenSource, err error) TokenSource {
+	if err != nil {
+		panic(err)
+	}
+	return src
+}
+
+// The nsc login file lives under os.UserConfigDir(): $XDG_CONFIG_HOME, or
+// ~/.config when it is unset (macOS: ~/Library/Application Support).
+func TestLoginFileLocation(t *testing.T) {
 	home := t.TempDir()
-	t.Setenv("XDG_CONFIG_HOME", "")
 	t.Setenv("HOME", home)
-	writeTokenFile(t, filepath.Join(home, ".config", "ns", "token.json"), "home-login")
-	if got, err := ResolveToken("", ""); err != nil || got.Token != "home-login" {
-		t.Fatalf("%v %v", got, err)
+	t.Setenv("XDG_CONFIG_HOME", "")
+	dir, err := os.UserConfigDir()
+	if err != nil {
+		t.Fatal(err)
 	}
-}
-
-func TestConfiguredButBrokenSourceIsAnError(t *testing.T) {
-	dir := t.TempDir()
-	t.Setenv("NSC_TOKEN", "would-be-fallback")
-	malformed := filepath.Join(dir, "bad.json")
-	os.WriteFile(malformed, []byte("not json"), 0o600)
-	empty := filepath.Join(dir, "empty.json")
-	os.WriteFile(empty, []byte(`{"bearer_token":""}`), 0o600)
-	for name, file := range map[string]string{"missing": filepath.Join(dir, "nope.json"), "malformed": malformed, "empty": empty} {
-		if got, err := ResolveToken("", file); err == nil || !strings.Contains(err.Error(), file) {
-			t.Errorf("%s tokenFile: got %v err %v; want an error naming the file", name, got, err)
-		}
+	writeTokenFile(t, filepath.Join(dir, "ns", "token.json"), "home-login")
+	if got := tokenOf(t, must(NewTokenSource("", ""))); got != "home-login" {
+		t.Fatalf("got %q", got)
 	}
-	t.Setenv("NSC_TOKEN", "")
-	t.Setenv("NSC_TOKEN_FILE", malformed)
-	if _, err := ResolveToken("", ""); err == nil {
-		t.Error("malformed NSC_TOKEN_FILE fell through")
-	}
-	t.Setenv("NSC_TOKEN_FILE", "")
-	xdg := filepath.Join(dir, "xdg")
+	xdg := t.TempDir()
 	t.Setenv("XDG_CONFIG_HOME", xdg)
-	os.MkdirAll(filepath.Join(xdg, "ns"), 0o700)
-	os.WriteFile(filepath.Join(xdg, "ns", "token.json"), []byte("{"), 0o600)
-	if _, err := ResolveToken("", ""); err == nil {
-		t.Error("malformed login file fell through")
+	writeTokenFile(t, filepath.Join(xdg, "ns", "token.json"), "xdg-login")
+	if got := tokenOf(t, must(NewTokenSource("", ""))); got != "xdg-login" {
+		t.Fatalf("got %q", got)
 	}
 }
 
-func jwt(claims string) string {
-	enc := base64.RawURLEncoding.EncodeToString
-	return enc([]byte(`{"alg":"none"}`)) + "." + enc([]byte(claims)) + ".sig"
-}
-
-func TestExpiredJWT(t *testing.T) {
-	expired := jwt(fmt.Sprintf(`{"exp":%d}`, time.Now().Add(-time.Hour).Unix()))
-	_, err := ResolveToken(expired, "")
-	if !errors.Is(err, ErrTokenExpired) || !strings.Contains(err.Error(), "nsc login") || strings.Contains(err.Error(), expired) {
-		t.Fatalf("err %v", err)
+// Every format Namespace's SDKs and nsc write; a malformed file is an
+// error that names the file and says what to do.
+func TestTokenFileFormats(t *testing.T) {
+	dir := t.TempDir()
+	cases := []struct {
+		name, content, want, errWant string
+	}{
+		{"bearer", `{"bearer_token":"b1"}`, "b1", ""},
+		{"legacy tenant token", `{"tenant_token":"t1"}`, "t1", ""},
+		{"raw text", "  raw-token-1\n", "raw-token-1", ""},
+		{"bearer wins over session", `{"bearer_token":"b2","session_token":"s"}`, "b2", ""},
+		{"malformed JSON", `{"bearer_token":`, "", "is not valid JSON"},
+		{"no known field", `{"token":"x"}`, "", "has no bearer_token, session_token or tenant_token; run `nsc login`"},
+		{"empty", ``, "", "is neither JSON nor a single token"},
+		{"prose", "not a token at all", "", "is neither JSON nor a single token"},
 	}
-	fresh := jwt(fmt.Sprintf(`{"exp":%d}`, time.Now().Add(time.Hour).Unix()))
-	if _, err := ResolveToken(fresh, ""); err != nil {
-		t.Fatalf("fresh JWT: %v", err)
-	}
-	for _, opaque := range []string{"nsct_abc", "a.b.c", jwt(`{"sub":"x"}`)} {
-		if _, err := ResolveToken(opaque, ""); err != nil {
-			t.Fatalf("%q: %v", opaque, err)
+	for _, tc := range cases {
+		path := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-")+".json")
+		if err := os.WriteFile(path, []byte(tc.content), 0o600); err != nil {
+			t.Fatal(err)
 		}
+		src, err := NewTokenSource("", path)
+		if tc.errWant != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.errWant) || !strings.Contains(err.Error(), path) || strings.Contains(err.Error(), "%!") {
+				t.Errorf("%s: err %v", tc.name, err)
+			}
+			continue
+		}
+		if err != nil || tokenOf(t, src) != tc.want {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+	}
+	if _, err := NewTokenSource("", filepath.Join(dir, "missing.json")); err == nil || !strings.Contains(err.Error(), "nsc login") {
+		t.Errorf("missing file: %v", err)
+	}
+}
+
+// A static token is used until its exp, not refused minValidity early; an
+// expired one says to run nsc login.
+func TestStaticTokenUsedUntilExp(t *testing.T) {
+	soon := jwt(map[string]any{"exp": time.Now().Add(time.Minute).Unix()})
+	if got := tokenOf(t, must(NewTokenSource(soon, ""))); got != soon {
+		t.Fatal("a token with a minute left was refused")
+	}
+	expired := jwt(map[string]any{"exp": time.Now().Add(-time.Minute).Unix()})
+	if _, err := NewTokenSource(expired, ""); !errors.Is(err, ErrTokenExpired) || !strings.Contains(err.Error(), "nsc login") {
+		t.Fatalf("expired: %v", err)
+	}
+	if _, err := StaticToken(expired).Token(context.Background()); !errors.Is(err, ErrTokenExpired) {
+		t.Fatalf("expired static: %v", err)
+	}
+	if got := fmt.Sprint(StaticToken("secret-value")); strings.Contains(got, "secret-value") {
+		t.Fatalf("StaticToken prints its value: %s", got)
+	}
+}
+
+// A token file is re-read when its token nears expiry: the workload file
+// is rotated in place.
+func TestTokenFileReReadNearExpiry(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "token.json")
+	first := jwt(map[string]any{"exp": time.Now().Add(2 * time.Minute).Unix()})
+	writeTokenFile(t, path, first)
+	src := must(NewTokenSource("", path))
+	if tokenOf(t, src) != first {
+		t.Fatal("first token")
+	}
+	rotated := jwt(map[string]any{"exp": time.Now().Add(time.Hour).Unix()})
+	writeTokenFile(t, path, rotated)
+	if tokenOf(t, src) != rotated {
+		t.Fatal("the rotated token was not picked up")
+	}
+	far := jwt(map[string]any{"exp": time.Now().Add(2 * time.Hour).Unix()})
+	writeTokenFile(t, path, far)
+	if tokenOf(t, src) != rotated {
+		t.Fatal("a token with plenty of life left was re-read anyway")
 	}
 }
 

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/swamp-club/nsdriver/internal/suggest"
 )
 
 // Defaults of Config, per interfaces.md.
@@ -131,7 +133,11 @@ func ParseConfigJSON(b []byte) (Config, error) {
 	for _, key := range keys {
 		target, ok := fields[key]
 		if !ok {
-			problems.add(strconv.Quote(key), "unknown key; known keys: %s", strings.Join(sortedKeys(fields), ", "))
+			if s := suggest.Closest(key, sortedKeys(fields)); s != "" {
+				problems.add(strconv.Quote(key), "unknown key; did you mean %q?", s)
+			} else {
+				problems.add(strconv.Quote(key), "unknown key; known keys: %s", strings.Join(sortedKeys(fields), ", "))
+			}
 			continue
 		}
 		if err := json.Unmarshal(raw[key], target); err != nil {

@@ -72,7 +72,7 @@ func isLoopbackHost(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-func (t *transport) newRequest(ctx context.Context, base, procedure, contentType string, body []byte) (*http.Request, error) {
+func (t *transport) newRequest(ctx context.Context, base, procedure, contentType, token string, body []byte) (*http.Request, error) {
 	u, err := checkEndpoint(base)
 	if err != nil {
 		return nil, err
@@ -84,10 +84,6 @@ func (t *transport) newRequest(ctx context.Context, base, procedure, contentType
 	}
 	req.Header.Set("Content-Type", contentType)
 	req.Header.Set("Connect-Protocol-Version", "1")
-	token, err := t.token.Token(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("getting the Namespace token: %w", err)
-	}
 	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("User-Agent", "nsdriver/"+Version)
 	if deadline, ok := ctx.Deadline(); ok {
@@ -103,8 +99,8 @@ func (t *transport) unary(ctx context.Context, base string, p procedure, in, out
 	if err != nil {
 		return fmt.Errorf("encoding %s request: %w", p.path, err)
 	}
-	return t.call(ctx, p, func() error {
-		req, err := t.newRequest(ctx, base, p.path, "application/json", body)
+	return t.call(ctx, p, func(token string) error {
+		req, err := t.newRequest(ctx, base, p.path, "application/json", token, body)
 		if err != nil {
 			return err
 		}
@@ -159,8 +155,8 @@ func (t *transport) serverStream(ctx context.Context, base string, p procedure, 
 	body := make([]byte, 5+len(payload))
 	binary.BigEndian.PutUint32(body[1:5], uint32(len(payload)))
 	copy(body[5:], payload)
-	return t.call(ctx, p, func() error {
-		req, err := t.newRequest(ctx, base, p.path, "application/connect+json", body)
+	return t.call(ctx, p, func(token string) error {
+		req, err := t.newRequest(ctx, base, p.path, "application/connect+json", token, body)
 		if err != nil {
 			return err
 		}

@@ -26,7 +26,7 @@ type Driver struct {
 }
 
 // New validates cfg and returns a Driver. Without WithClient, it resolves
-// the token (cfg.Token, cfg.TokenFile, then the chain of ResolveToken) and
+// the token (cfg.Token, cfg.TokenFile, then the chain of NewTokenSource) and
 // the endpoint (cfg.Endpoint, NSC_ENDPOINT, cfg.Region).
 func New(cfg Config, opts ...Option) (*Driver, error) {
 	if err := cfg.Validate(); err != nil {
@@ -42,11 +42,11 @@ func New(cfg Config, opts ...Option) (*Driver, error) {
 	}
 	client := o.client
 	if client == nil {
-		tok, err := ResolveToken(cfg.Token, cfg.TokenFile)
+		src, err := NewTokenSource(cfg.Token, cfg.TokenFile)
 		if err != nil {
 			return nil, err
 		}
-		clientOpts := append([]ClientOption{WithToken(tok.Token), WithEndpoint(ResolveEndpoint(cfg.Endpoint, cfg.Region)), WithLogger(o.logger)}, o.clientOpts...)
+		clientOpts := append([]ClientOption{WithTokenSource(src), WithEndpoint(ResolveEndpoint(cfg.Endpoint, cfg.Region)), WithLogger(o.logger)}, o.clientOpts...)
 		if client, err = NewClient(clientOpts...); err != nil {
 			return nil, err
 		}

@@ -57,7 +57,7 @@ var (
 	// that is not loopback. Nothing was sent.
 	ErrInsecureEndpoint = errors.New("refusing to send the Namespace token over plain http to a non-loopback host; use an https endpoint")
 	// ErrNoToken: no token source in the resolution chain had a token.
-	ErrNoToken = errors.New("no Namespace token found: set NAMESPACE_TOKEN, pass --token or --token-file, or run `nsc login`")
+	ErrNoToken = errors.New("no Namespace token found: set Config.Token or NAMESPACE_TOKEN, run `nsc login`, or point Config.Endpoint and Config.Token at nsemu, the local emulator")
 	// ErrTokenExpired: the token is a JWT whose exp claim has passed.
 	ErrTokenExpired = errors.New("the Namespace token has expired: run `nsc login` again or supply a fresh token")
 	// ErrStreamTruncated: a server stream ended without its end-of-stream message.

@@ -22,7 +22,7 @@ func TestMain(m *testing.M) {
 	if recording() {
 		liveRecordToken = os.Getenv("NAMESPACE_TOKEN")
 	}
-	for _, name := range []string{"NAMESPACE_TOKEN", "NSC_TOKEN", "NSC_TOKEN_FILE", "NSC_ENDPOINT"} {
+	for _, name := range []string{"NAMESPACE_TOKEN", "NSC_TOKEN", "NSC_TOKEN_FILE", "NSC_ENDPOINT", "NSC_IAM_ENDPOINT", "NSC_GLOBAL_ENDPOINT"} {
 		os.Unsetenv(name)
 	}
 	dir, err := os.MkdirTemp("", "nsdriver-test-")
@@ -30,6 +30,7 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	os.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "xdg"))
+	os.Setenv("HOME", filepath.Join(dir, "home"))
 	workloadTokenPath = filepath.Join(dir, "no-workload-token.json")
 	code := m.Run()
 	os.RemoveAll(dir)

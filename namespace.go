@@ -22,7 +22,7 @@ type Client struct {
 }
 
 // NewClient builds a Client. Without WithToken or WithTokenSource the token
-// comes from the chain ResolveToken walks; without WithEndpoint the endpoint
+// comes from the chain NewTokenSource walks; without WithEndpoint the endpoint
 // from ResolveEndpoint.
 func NewClient(opts ...ClientOption) (*Client, error) {
 	o := clientOptions{retry: DefaultRetryPolicy()}
@@ -30,11 +30,11 @@ func NewClient(opts ...ClientOption) (*Client, error) {
 		opt.applyToClient(&o)
 	}
 	if o.token == nil {
-		resolved, err := ResolveToken("", "")
+		src, err := NewTokenSource("", "")
 		if err != nil {
 			return nil, err
 		}
-		o.token = StaticToken(resolved.Token)
+		o.token = src
 	}
 	endpoint := ResolveEndpoint(o.endpoint, o.region)
 	if _, err := checkEndpoint(endpoint); err != nil {

@@ -3,6 +3,7 @@ package nsdriver
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"slices"
@@ -116,17 +117,29 @@ func (r RetryPolicy) backoff(attempt int) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
-// call runs attempt until it succeeds, fails for good, or p's retries are
-// spent. When ctx ends, the error always wraps ctx.Err(), however far the
-// attempt got, so callers can test for cancellation consistently.
-func (t *transport) call(ctx context.Context, p procedure, attempt func() error) error {
+// call runs attempt, with a token for each try, until it succeeds, fails
+// for good, or p's retries are spent. A call refused as unauthenticated is
+// repeated once, whatever the procedure (a refused call ran nothing), when
+// the token source could renew the refused token. When ctx ends, the error
+// always wraps ctx.Err(), however far the attempt got.
+func (t *transport) call(ctx context.Context, p procedure, attempt func(token string) error) error {
+	renewed := false
 	for try := 0; ; try++ {
-		err := attempt()
+		token, err := t.token.Token(ctx)
+		if err != nil {
+			return fmt.Errorf("getting the Namespace token: %w", err)
+		}
+		err = attempt(token)
 		if err == nil {
 			return nil
 		}
 		if ctx.Err() != nil {
 			return withContextErr(err, ctx)
+		}
+		if r, ok := t.token.(renewer); ok && !renewed && CodeOf(err) == CodeUnauthenticated && r.renew(ctx, token) {
+			renewed = true
+			try--
+			continue
 		}
 		if !p.retryable(err) || (!p.untilDeadline && try+1 >= t.retry.MaxAttempts) {
 			return err

@@ -42,7 +42,8 @@ func (i *interceptor) begin(ctx context.Context, procedure string, header http.H
 			}
 		}
 	}
-	if header.Get("Authorization") != "Bearer "+s.opts.Token {
+	bearer, _ := strings.CutPrefix(header.Get("Authorization"), "Bearer ")
+	if isSessionProcedure(procedure) && bearer != s.opts.SessionToken || !isSessionProcedure(procedure) && !s.authorized(bearer) {
 		err := connect.NewError(connect.CodeUnauthenticated, errors.New("missing or invalid bearer token"))
 		end("", err)
 		return nil, nil, err

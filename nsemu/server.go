@@ -27,6 +27,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/swamp-club/nsdriver/nsemu/gen/namespace/cloud/compute/v1beta/computev1betaconnect"
+	"github.com/swamp-club/nsdriver/nsemu/gen/namespace/private/sessions/v1beta/sessionsv1betaconnect"
 )
 
 // Version identifies the emulator in fixture manifests.
@@ -71,6 +72,13 @@ type Options struct {
 	Dir string
 	// Faults to inject; more can be added with Server.InjectFault.
 	Faults []Fault
+	// SessionToken, when set, serves the IAM session exchange
+	// (IssueTenantTokenFromSession) for this session token; the tenant
+	// tokens it issues are accepted by the compute API until they expire.
+	SessionToken string
+	// TenantTokenLife caps the life of issued tenant tokens (default: as
+	// requested, at most 1h), so tests can watch renewal.
+	TenantTokenLife time.Duration
 }
 
 // Server is a running emulator.
@@ -89,6 +97,7 @@ type Server struct {
 	timers    map[*time.Timer]struct{}
 	faults    []Fault
 	counts    map[string]int
+	issued    map[string]time.Time // tenant tokens issued by the session exchange, with their expiry
 	calls     []Call
 	commands  []CommandRun
 	boots     int
@@ -151,7 +160,8 @@ func NewHandler(opts Options) (*Server, error) {
 	if opts.DefaultPath == "" {
 		opts.DefaultPath = os.Getenv("PATH")
 	}
-	s := &Server{opts: opts, instances: map[string]*instance{}, timers: map[*time.Timer]struct{}{}, counts: map[string]int{}}
+	s := &Server{opts: opts, instances: map[string]*instance{}, timers: map[*time.Timer]struct{}{}, counts: map[string]int{},
+		issued: map[string]time.Time{}}
 	if opts.Dir == "" {
 		dir, err := os.MkdirTemp("", "nsemu-")
 		if err != nil {
@@ -176,6 +186,9 @@ func NewHandler(opts Options) (*Server, error) {
 	mux.Handle(computePath, computeHandler)
 	commandPath, commandHandler := computev1betaconnect.NewCommandServiceHandler(&commandService{s: s}, handlerOpts...)
 	mux.Handle("/instances/", instanceRouter(commandPath, commandHandler))
+	if opts.SessionToken != "" {
+		mux.Handle(sessionsv1betaconnect.NewUserSessionsServiceHandler(&sessionService{s: s}, handlerOpts...))
+	}
 	s.handler = withResponseWriter(mux)
 	return s, nil
 }

@@ -24,7 +24,7 @@ type target struct {
 // at it; otherwise a missing token is an error saying how to fix it.
 func (c *common) connect(cfg *nsdriver.Config, allowFallback bool, stderr io.Writer, command string) (*target, error) {
 	if !c.emulator {
-		_, err := nsdriver.ResolveToken(cfg.Token, cfg.TokenFile)
+		_, err := nsdriver.NewTokenSource(cfg.Token, cfg.TokenFile)
 		if err == nil {
 			return &target{close: func() {}}, nil
 		}
