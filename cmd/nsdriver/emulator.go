@@ -5,9 +5,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/swamp-club/nsdriver/nsemu"
@@ -64,7 +66,24 @@ func cmdEmulator(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	fmt.Fprintln(stderr, "nsdriver: emulator serving; paste the export lines above into another shell. Commands run on this machine, not in a VM. Ctrl-C stops it.")
 	<-ctx.Done()
+	fmt.Fprintln(stderr, "nsdriver: emulator stopped; calls served: "+callSummary(emu))
 	return nil
+}
+
+// callSummary counts the calls the emulator served, per method.
+func callSummary(emu *nsemu.Server) string {
+	counts := map[string]int{}
+	for _, c := range emu.Calls() {
+		counts[c.Method]++
+	}
+	if len(counts) == 0 {
+		return "none"
+	}
+	var parts []string
+	for _, m := range slices.Sorted(maps.Keys(counts)) {
+		parts = append(parts, fmt.Sprintf("%s %d", m, counts[m]))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // checkLoopbackListen refuses a --listen that is not loopback: the
