@@ -8,43 +8,25 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/swamp-club/nsdriver/internal/denotest"
 
 	"connectrpc.com/connect"
 
 	"github.com/swamp-club/nsdriver/nsemu"
 )
 
-// denoPath finds Deno for the tests through NSDRIVER_DENO or PATH.
-func denoPath(t testing.TB) string {
-	t.Helper()
-	if p := os.Getenv("NSDRIVER_DENO"); p != "" {
-		return p
-	}
-	if p, err := exec.LookPath("deno"); err == nil {
-		return p
-	}
-	t.Fatal("Deno not found: run ./scripts/setup-deno and set NSDRIVER_DENO to the path it prints, or put deno on PATH")
-	return ""
-}
+// denoPath finds Deno for the tests that need it, or skips them.
+func denoPath(t testing.TB) string { return denotest.Path(t) }
 
 // emuPath is the PATH images see in the emulator: the host's, with Deno
-// when it is installed (bundle tests insist on it through denoPath).
-func emuPath() string {
-	if p := os.Getenv("NSDRIVER_DENO"); p != "" {
-		return filepath.Dir(p) + string(os.PathListSeparator) + os.Getenv("PATH")
-	}
-	return os.Getenv("PATH")
-}
+// first when it is installed.
+func emuPath() string { return denotest.PathEnv() }
 
-// startTestEmu starts nsemu (images see emuPath unless opts say otherwise)
-// and closes it when the test ends.
 func startTestEmu(t testing.TB, opts nsemu.Options) *nsemu.Server {
 	t.Helper()
 	if opts.DefaultPath == "" {

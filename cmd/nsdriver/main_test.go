@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/swamp-club/nsdriver/internal/denotest"
+
 	"github.com/swamp-club/nsdriver"
 	"github.com/swamp-club/nsdriver/nsemu"
 )
@@ -158,10 +160,7 @@ func TestExec(t *testing.T) {
 }
 
 func TestExecBundle(t *testing.T) {
-	deno := os.Getenv("NSDRIVER_DENO")
-	if deno == "" {
-		t.Fatal("NSDRIVER_DENO is not set: run ./scripts/setup-deno and export NSDRIVER_DENO=<the path it prints>")
-	}
+	t.Setenv("NSDRIVER_DENO", denotest.Path(t)) // the CLI's emulator finds Deno through it
 	bundle := `export const model = { methods: { hello: { execute(args, ctx) { console.log("noise"); ctx.writeResource("r", "greeting", { hi: args.name }); } } } };`
 	req, _ := json.Marshal(map[string]any{"methodName": "hello", "methodArgs": map[string]any{"name": "swamp"}, "bundle": []byte(bundle)})
 	r := nsd(t, string(req), "exec", "--emulator")
