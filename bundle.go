@@ -82,6 +82,7 @@ func (x *execution) runBundle(ctx context.Context, upload func() (*bundleUpload,
 		return nil, err
 	}
 	frame.flush()
+	x.res.Metadata.ExitCode = &out.exitCode
 	if out.exitCode != 0 {
 		return nil, bundleFailure(out, x.d.cfg)
 	}

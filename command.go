@@ -3,22 +3,34 @@ package nsdriver
 import (
 	"context"
 	"fmt"
+	"io"
 	"strings"
 )
 
+// maxErrorStderr is how much of a failed command's stderr its error keeps.
+const maxErrorStderr = 4096
+
 // runCommandMode runs methodArgs.run with `sh -c` and turns stdout into the
 // resource output, per the contract's command mode.
-func (x *execution) runCommandMode(ctx context.Context) ([]DriverOutput, error) {
+func (x *execution) runCommandMode(ctx context.Context, stdin func() ([]byte, error)) ([]DriverOutput, error) {
 	script := x.req.MethodArgs["run"].(string)
 	rc := x.remote(workloadEnv(x.d.cfg.Env, x.req.TraceHeaders))
 	argv := []string{"sh", "-c", script}
-	if len(script) > maxArgBytes {
-		// Too long for one argument: it travels as an uploaded file.
-		archive, err := packFiles([]file{{name: "run.sh", data: []byte(script)}})
+	if len(script) > maxArgBytes || stdin != nil {
+		// Too long for one argument, or with input: it travels as files.
+		files, then := []file{{name: "run.sh", data: []byte(script)}}, `sh "$d/run.sh"`
+		if stdin != nil {
+			data, err := stdin()
+			if err != nil {
+				return nil, err
+			}
+			files, then = append(files, file{name: "stdin", data: data}), then+` < "$d/stdin"`
+		}
+		archive, err := packFiles(files)
 		if err != nil {
 			return nil, err
 		}
-		plan, err := planUpload(x.runID, archive, `sh "$d/run.sh"`, rc.env)
+		plan, err := planUpload(x.runID, archive, then, rc.env)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrInvalidRequest, err)
 		}
@@ -31,8 +43,10 @@ func (x *execution) runCommandMode(ctx context.Context) ([]DriverOutput, error) 
 	if err != nil {
 		return nil, err
 	}
+	x.res.Metadata.ExitCode = &out.exitCode
 	if out.exitCode != 0 {
-		msg := strings.TrimRight(out.stderr.String(), "\n")
+		// The tail of stderr: the end is where a failure says why.
+		msg := tail(strings.TrimRight(out.stderr.String(), "\n"), maxErrorStderr)
 		if msg == "" {
 			msg = fmt.Sprintf("exited with code %d", out.exitCode)
 		}
@@ -59,4 +73,26 @@ func (x *execution) runCommandMode(ctx context.Context) ([]DriverOutput, error) 
 		})
 	}
 	return outputs, nil
+}
+
+// readStdin reads the request's Stdin in the background, beside the boot;
+// wait returns it. Call wait before returning: it ends the reading.
+func (x *execution) readStdin() (wait func() ([]byte, error)) {
+	done := make(chan struct{})
+	var data []byte
+	var err error
+	go func() {
+		defer close(done)
+		data, err = io.ReadAll(io.LimitReader(x.req.Stdin, MaxStdinBytes+1))
+		switch {
+		case err != nil:
+			err = fmt.Errorf("reading stdin: %w", err)
+		case len(data) > MaxStdinBytes:
+			err = fmt.Errorf("%w: stdin is over %d MiB; pass a file to the command another way", ErrInvalidRequest, MaxStdinBytes>>20)
+		}
+	}()
+	return func() ([]byte, error) {
+		<-done
+		return data, err
+	}
 }

@@ -188,12 +188,17 @@ func (x *execution) image() string {
 // returns the work's outputs.
 func (x *execution) run(ctx context.Context) (outputs []DriverOutput, err error) {
 	var upload func() (*bundleUpload, error)
-	if x.mode == modeBundle {
+	var stdin func() ([]byte, error)
+	switch {
+	case x.mode == modeBundle:
 		// Checked before any VM exists; packing overlaps the boot.
 		if upload, err = x.prepareBundle(); err != nil {
 			return nil, err
 		}
 		defer func() { _, _ = upload() }()
+	case x.req.Stdin != nil:
+		stdin = x.readStdin() // overlaps the boot too
+		defer func() { _, _ = stdin() }()
 	}
 	began := time.Now()
 	inst, err := x.acquireInstance(ctx)
@@ -229,7 +234,7 @@ func (x *execution) run(ctx context.Context) (outputs []DriverOutput, err error)
 	case modeBundle:
 		return x.runBundle(ctx, upload)
 	default:
-		return x.runCommandMode(ctx)
+		return x.runCommandMode(ctx, stdin)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -379,5 +380,51 @@ func TestContainerRequestPerImageKind(t *testing.T) {
 		got[0].KnownImageID != "builtin:base" || strings.Join(got[0].Args, " ") != "sleep infinity" || got[0].Entrypoint != nil ||
 		got[1].ImageRef != "denoland/deno:debian-2.9.6" || strings.Join(got[1].Entrypoint, " ") != "sleep infinity" || got[1].Args != nil {
 		t.Fatalf("containers %+v", got)
+	}
+}
+
+// Stdin is read while the VM boots, uploaded, and fed to the command.
+func TestCommandStdin(t *testing.T) {
+	env := newTestEnv(t, Config{}, nsemu.Options{})
+	req := commandRequest("wc -l; cat | head -c 3")
+	req.Stdin = strings.NewReader("1\n2\n3\n4\n5\n")
+	res := env.driver.Execute(context.Background(), req, Callbacks{})
+	if res.Status != ResultSuccess || string(res.Outputs[0].Content) != "5\n" {
+		t.Fatalf("result %+v %q", res.Error, res.Outputs)
+	}
+	big := commandRequest("true")
+	big.Stdin = io.LimitReader(zeros{}, MaxStdinBytes+1)
+	res = env.driver.Execute(context.Background(), big, Callbacks{})
+	if res.Status != ResultError || !errors.Is(res.Err, ErrInvalidRequest) || !strings.Contains(res.Error, "stdin is over 16 MiB") {
+		t.Fatalf("oversized stdin: %+v", res.Error)
+	}
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+// A failed command keeps its exit code in the metadata, and its error is
+// the tail of its stderr, or says the code.
+func TestFailedResultKeepsExitCode(t *testing.T) {
+	env := newTestEnv(t, Config{}, nsemu.Options{})
+	res := env.driver.Execute(context.Background(), commandRequest(`head -c 10000 /dev/zero | tr '\0' a >&2; echo >&2; echo "the real reason" >&2; exit 3`), Callbacks{})
+	if res.Status != ResultError || res.Metadata.ExitCode == nil || *res.Metadata.ExitCode != 3 {
+		t.Fatalf("result %+v", res.Metadata)
+	}
+	if !strings.HasPrefix(res.Error, "…") || !strings.HasSuffix(res.Error, "the real reason") || len(res.Error) > 4100 {
+		t.Fatalf("error of %d bytes: ...%q", len(res.Error), res.Error[max(0, len(res.Error)-40):])
+	}
+	raw, _ := json.Marshal(res)
+	if !strings.Contains(string(raw), `"exitCode":3`) {
+		t.Fatalf("JSON %s", raw)
+	}
+	res = env.driver.Execute(context.Background(), commandRequest("exit 4"), Callbacks{})
+	if res.Error != "exited with code 4" || *res.Metadata.ExitCode != 4 {
+		t.Fatalf("silent failure: %q %+v", res.Error, res.Metadata)
+	}
+	res = env.driver.Execute(context.Background(), commandRequest("true"), Callbacks{})
+	if raw, _ := json.Marshal(res.Metadata); !strings.Contains(string(raw), `"exitCode":0`) {
+		t.Fatalf("success metadata %s", raw)
 	}
 }

@@ -22,7 +22,16 @@ type ExecutionRequest struct {
 	FileSpecs       Specs             `json:"fileSpecs,omitempty"`
 	Bundle          []byte            `json:"bundle,omitempty"`
 	TraceHeaders    map[string]string `json:"traceHeaders,omitempty"`
+	// Stdin, when set, is the command's standard input (command mode; Go
+	// only, never in JSON). The API has no stdin, so it is read to its end
+	// while the VM boots (at most MaxStdinBytes; more is ErrInvalidRequest
+	// before the command runs), uploaded, and redirected into the command.
+	// Execute returns only after reading it.
+	Stdin io.Reader `json:"-"`
 }
+
+// MaxStdinBytes caps ExecutionRequest.Stdin.
+const MaxStdinBytes = 16 << 20
 
 // DefinitionMeta describes the model definition.
 type DefinitionMeta struct {
@@ -142,11 +151,14 @@ const (
 
 // ResultMetadata says what the execution ran on and what it cost.
 type ResultMetadata struct {
-	InstanceID       string  `json:"instanceId"`
-	Region           string  `json:"region"`
-	MachineType      string  `json:"machineType"`
-	Arch             string  `json:"arch"`
-	BootMs           int64   `json:"bootMs"`
+	InstanceID  string `json:"instanceId"`
+	Region      string `json:"region"`
+	MachineType string `json:"machineType"`
+	Arch        string `json:"arch"`
+	BootMs      int64  `json:"bootMs"`
+	// ExitCode is the remote command's exit code (command mode) or the
+	// runner's (bundle mode), once the work ran — on an error result too.
+	ExitCode         *int    `json:"exitCode,omitempty"`
 	UnitMinutes      float64 `json:"unitMinutes"`
 	EstimatedCostUSD float64 `json:"estimatedCostUsd"`
 	Destroyed        bool    `json:"destroyed"`

@@ -46,7 +46,7 @@ func bundleFailure(out *streamed, cfg Config) error {
 		msg += "; check denoInstallUrl or use denoSetup: preinstalled"
 	case msg != "":
 	case strings.TrimSpace(stderr) != "":
-		msg = tail(strings.TrimSpace(stderr), 4096)
+		msg = tail(strings.TrimSpace(stderr), maxErrorStderr)
 	default:
 		msg = fmt.Sprintf("exited with code %d", out.exitCode)
 	}

@@ -9,14 +9,22 @@ import (
 	"github.com/swamp-club/nsdriver"
 )
 
+const cleanupUsage = `Usage: nsdriver cleanup [flags]
+
+Destroys instances labelled nsdriver/managed-by=nsdriver that were created
+longer ago than --older-than: what a killed process left behind.
+
+Flags:
+`
+
 // cmdCleanup destroys instances labelled nsdriver/managed-by=nsdriver that
 // are older than --older-than: leftovers of killed processes.
 func cmdCleanup(ctx context.Context, args []string, stdout, stderr io.Writer) (int, error) {
-	c := newCommon("cleanup")
+	c := newCommon("cleanup", cleanupUsage, connectionKeys)
 	olderThan := c.fs.Duration("older-than", 30*time.Minute, "only instances created longer ago than this")
 	includePool := c.fs.Bool("include-pool", false, "also destroy warm-pool instances")
 	dryRun := c.fs.Bool("dry-run", false, "list what would be destroyed; destroy nothing")
-	if err := c.parse(args); err != nil {
+	if done, err := c.parse(args, stdout); done || err != nil {
 		return 0, err
 	}
 	cfg, err := c.config()
@@ -43,11 +51,15 @@ func cmdCleanup(ctx context.Context, args []string, stdout, stderr io.Writer) (i
 		return 0, fmt.Errorf("listing instances: %w", err)
 	}
 	now := time.Now()
-	var found, destroyed, failed int
+	var found, destroyed, failed, younger int
 	for _, m := range instances {
 		age := now.Sub(m.CreatedAt.Time)
 		isPool := m.LabelValue("nsdriver/pool") != ""
-		if m.Status.Gone() || age < *olderThan || (isPool && !*includePool) {
+		if m.Status.Gone() || (isPool && !*includePool) {
+			continue
+		}
+		if age < *olderThan {
+			younger++
 			continue
 		}
 		found++
@@ -64,6 +76,10 @@ func cmdCleanup(ctx context.Context, args []string, stdout, stderr io.Writer) (i
 		}
 		destroyed++
 		fmt.Fprintf(stdout, "destroyed %s\n", what)
+	}
+	if found == 0 && younger > 0 {
+		fmt.Fprintf(stdout, "no instance is older than %s; %d younger one(s) may still be in use. To see them: nsdriver cleanup --dry-run --older-than 0s\n", *olderThan, younger)
+		return exitOK, nil
 	}
 	if *dryRun {
 		fmt.Fprintf(stdout, "%d instance(s) older than %s would be destroyed\n", found, *olderThan)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -34,9 +35,10 @@ func (m mapFlag) Set(v string) error {
 	return nil
 }
 
-// common holds the flags every driver-using command shares.
+// common holds the flags the driver-using commands share.
 type common struct {
 	fs         *flag.FlagSet
+	head       string // usage text before the flag list
 	configFile string
 	quiet      bool
 	jsonLogs   bool
@@ -49,12 +51,12 @@ type common struct {
 // maps, with the key they set.
 var configFlags = []struct{ flag, key, usage string }{
 	{"token", "token", "Namespace API token (never logged)"},
-	{"token-file", "tokenFile", "JSON file with a bearer_token field"},
+	{"token-file", "tokenFile", "token file: JSON with bearer_token or session_token, or the raw token"},
 	{"region", "region", "us or eu (default us)"},
-	{"endpoint", "endpoint", "API base URL; overrides region"},
+	{"endpoint", "endpoint", "API endpoint: host, host:port or URL; overrides region"},
 	{"machine-type", "machineType", "<vCPU>x<GB>, e.g. 2x4 (default)"},
 	{"arch", "arch", "amd64 (default) or arm64"},
-	{"timeout", "timeout", "milliseconds or a duration such as 90s (default 10m)"},
+	{"timeout", "timeout", "limit on the run, with a unit: 90s, 10m (default 10m)"},
 	{"duration", "duration", "instance deadline, e.g. 15m (default timeout + 5m)"},
 	{"bare", "bare", "true: bare VM (default); false requests Kubernetes"},
 	{"image", "image", "command-mode image (default builtin:base)"},
@@ -66,33 +68,33 @@ var configFlags = []struct{ flag, key, usage string }{
 	{"warm-pool", "warmPool", "pre-booted VMs per image (default 0)"},
 }
 
-func newCommon(name string) *common {
-	c := &common{fs: flag.NewFlagSet("nsdriver "+name, flag.ContinueOnError), env: mapFlag{}, labels: mapFlag{}}
+// connectionKeys are the config keys a command that only talks to the API
+// (cleanup) uses.
+var connectionKeys = []string{"token", "tokenFile", "region", "endpoint"}
+
+// newCommon registers the flags of the config keys given (nil: all of
+// them, with --env and --label), --config, --emulator and --json-logs.
+func newCommon(name, head string, keys []string) *common {
+	c := &common{fs: flag.NewFlagSet("nsdriver "+name, flag.ContinueOnError), head: head, env: mapFlag{}, labels: mapFlag{}}
 	c.fs.SetOutput(io.Discard)
 	for _, f := range configFlags {
-		c.fs.String(f.flag, "", f.usage)
+		if keys == nil || slices.Contains(keys, f.key) {
+			c.fs.String(f.flag, "", f.usage)
+		}
 	}
-	c.fs.Var(c.env, "env", "workload environment KEY=VALUE (repeatable; values never logged)")
-	c.fs.Var(c.labels, "label", "extra instance label KEY=VALUE (repeatable)")
-	c.fs.StringVar(&c.configFile, "config", "", "driverConfig file, YAML or JSON (flags win)")
-	c.fs.BoolVar(&c.quiet, "quiet", false, "no driver progress on stderr")
+	if keys == nil {
+		c.fs.Var(c.env, "env", "workload environment `KEY=VALUE` (repeatable; values never logged)")
+		c.fs.Var(c.labels, "label", "extra instance label `KEY=VALUE` (repeatable)")
+	}
+	c.fs.StringVar(&c.configFile, "config", "", "driverConfig `file`, YAML or JSON (flags win)")
 	c.fs.BoolVar(&c.jsonLogs, "json-logs", false, "stderr as JSON lines (slog keys plus source: workload|driver)")
-	c.fs.BoolVar(&c.emulator, "emulator", false, "run on an in-process emulator (commands run on this machine, not in a VM)")
+	c.fs.BoolVar(&c.emulator, "emulator", false, "use an in-process emulator: commands run on this machine, not in a VM")
 	return c
 }
 
-func (c *common) parse(args []string) error {
-	if err := c.fs.Parse(args); err != nil {
-		return usageError{fmt.Sprintf("%v\n\n%s", err, c.usage())}
-	}
-	return nil
-}
-
-func (c *common) usage() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "Flags of %s:\n", c.fs.Name())
-	c.fs.VisitAll(func(f *flag.Flag) { fmt.Fprintf(&b, "  --%-18s %s\n", f.Name, f.Usage) })
-	return b.String()
+// parse parses args; done reports that --help was answered.
+func (c *common) parse(args []string, stdout io.Writer) (done bool, err error) {
+	return parseFlags(c.fs, args, stdout, c.head)
 }
 
 // config merges the config file and the flags (flags win) and validates the
@@ -119,8 +121,11 @@ func (c *common) config() (nsdriver.Config, error) {
 		if !set[f.flag] {
 			continue
 		}
-		v := c.fs.Lookup(f.flag).Value.String()
-		merged[f.key] = flagValue(f.key, v)
+		v, err := flagValue(f.key, c.fs.Lookup(f.flag).Value.String())
+		if err != nil {
+			return nsdriver.Config{}, err
+		}
+		merged[f.key] = v
 	}
 	for key, values := range map[string]mapFlag{"env": c.env, "labels": c.labels} {
 		if len(values) == 0 {
@@ -142,17 +147,23 @@ func (c *common) config() (nsdriver.Config, error) {
 	return cfg, nil
 }
 
-// flagValue types a flag's text as its config key expects.
-func flagValue(key, v string) any {
+// flagValue types a flag's text as its config key expects. --timeout
+// needs a unit: a bare number would be milliseconds (as in a config file),
+// and "--timeout 5" meaning 5 ms surprises everyone.
+func flagValue(key, v string) (any, error) {
 	switch key {
 	case "bare":
 		if b, err := strconv.ParseBool(v); err == nil {
-			return b
+			return b, nil
 		}
-	case "timeout", "maxOutputBytes", "maxConcurrent", "warmPool":
+	case "timeout":
+		if _, err := strconv.ParseFloat(v, 64); err == nil {
+			return nil, usageError{fmt.Sprintf("--timeout %s needs a unit, e.g. %ss or %sm (a bare number means milliseconds only in a config file)", v, v, v)}
+		}
+	case "maxOutputBytes", "maxConcurrent", "warmPool":
 		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
-			return n
+			return n, nil
 		}
 	}
-	return v
+	return v, nil
 }

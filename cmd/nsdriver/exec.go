@@ -6,14 +6,25 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/swamp-club/nsdriver"
 )
 
 // nsdriver exec: one ExecutionRequest in, one ExecutionResult out.
 
+const execUsage = `Usage: nsdriver exec [flags] [FILE|-]
+
+Runs one ExecutionRequest (JSON, from FILE or stdin) in a fresh Namespace
+VM and prints one ExecutionResult JSON document on stdout, in every case.
+stderr carries the workload's log lines as they arrive. Exit code: 0
+success, 1 an error result, 2 unreadable input or a usage error.
+
+Flags:
+`
+
 func cmdExec(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
-	c := newCommon("exec")
+	c := newCommon("exec", execUsage, nil)
 	progress := c.fs.Bool("progress", false, "driver progress on stderr")
 	writeResult := func(res nsdriver.ExecutionResult) {
 		enc := json.NewEncoder(stdout)
@@ -25,25 +36,41 @@ func cmdExec(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		fmt.Fprintf(stderr, "nsdriver: %s\n", msg)
 		return code, nil
 	}
-	if err := c.parse(args); err != nil {
+	done, err := c.parse(args, stdout)
+	if done {
+		return exitOK, nil
+	}
+	if err != nil {
 		var ue usageError
 		errors.As(err, &ue)
 		return failed(exitUsage, ue.msg)
+	}
+	if c.fs.NArg() > 1 {
+		return failed(exitUsage, fmt.Sprintf("exec takes one request file, got %d arguments", c.fs.NArg()))
 	}
 	cfg, err := c.config()
 	if err != nil {
 		return failed(exitUsage, err.Error())
 	}
-	req, err := nsdriver.DecodeExecutionRequest(stdin)
+	input, name := stdin, "stdin"
+	if path := c.fs.Arg(0); path != "" && path != "-" {
+		f, err := os.Open(path)
+		if err != nil {
+			return failed(exitUsage, fmt.Sprintf("reading the request: %v", err))
+		}
+		defer f.Close()
+		input, name = f, path
+	}
+	req, err := nsdriver.DecodeExecutionRequest(input)
 	if err != nil {
-		return failed(exitUsage, err.Error()+"; send one ExecutionRequest JSON document on stdin")
+		return failed(exitUsage, fmt.Sprintf("%v (from %s); send one ExecutionRequest JSON document", err, name))
 	}
 	tgt, err := c.connect(&cfg, false, stderr, "exec")
 	if err != nil {
 		return failed(exitUsage, nsdriver.UserMessage(err))
 	}
 	defer tgt.close()
-	d, err := nsdriver.New(cfg, nsdriver.WithLogger(c.logger(stderr, *progress)))
+	d, err := nsdriver.New(cfg, nsdriver.WithLogger(c.logger(stderr, *progress, tgt)))
 	if err != nil {
 		return failed(exitUsage, nsdriver.UserMessage(err))
 	}

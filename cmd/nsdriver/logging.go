@@ -11,14 +11,20 @@ import (
 // stderr for people and programs: progress sentences, JSON lines, notices.
 
 // logger builds stderr's logger: human lines, or JSON with source=driver.
-func (c *common) logger(stderr io.Writer, verbose bool) *slog.Logger {
+// On the CLI's own emulator, the human lines say "emulator", never "VM",
+// and that there is no charge.
+func (c *common) logger(stderr io.Writer, verbose bool, tgt *target) *slog.Logger {
 	if c.quiet || !verbose {
 		return slog.New(slog.DiscardHandler)
 	}
 	if c.jsonLogs {
 		return slog.New(slog.NewJSONHandler(stderr, nil)).With("source", "driver")
 	}
-	return slog.New(&humanHandler{w: stderr})
+	templates := humanTemplates
+	if tgt.emu != nil {
+		templates = emulatorTemplates
+	}
+	return slog.New(&humanHandler{w: stderr, templates: templates})
 }
 
 // workloadLine writes the workload's stderr lines: verbatim, or as JSON
@@ -43,8 +49,9 @@ func (c *common) notice(stderr io.Writer, msg string) {
 
 // humanHandler prints "nsdriver: <message> k=v …" lines for a person.
 type humanHandler struct {
-	w     io.Writer
-	attrs []slog.Attr
+	w         io.Writer
+	templates map[string]string
+	attrs     []slog.Attr
 }
 
 func (h *humanHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelInfo }
@@ -60,11 +67,21 @@ var humanTemplates = map[string]string{
 	"cost":               "estimated cost ${estimatedCostUsd} ({unitMinutes} unit minutes over {seconds} s)",
 }
 
+// emulatorTemplates are humanTemplates for the CLI's own emulator.
+var emulatorTemplates = map[string]string{
+	"creating instance":  "creating a {machineType} {arch} emulator instance (image {image}; commands run on this machine)",
+	"instance ready":     "emulator instance {instance} ready after {bootMs} ms",
+	"uploading bundle":   "uploading {kib} KiB ({compressedKib} KiB compressed) in {calls} call(s)",
+	"running":            "running on emulator instance {instance}",
+	"instance destroyed": "emulator instance {instance} destroyed",
+	"cost":               "no charge: the emulator runs on this machine (on Namespace this would be about {unitMinutes} unit minutes)",
+}
+
 func (h *humanHandler) Handle(_ context.Context, r slog.Record) error {
 	attrs := append([]slog.Attr(nil), h.attrs...)
 	r.Attrs(func(a slog.Attr) bool { attrs = append(attrs, a); return true })
 	line := r.Message
-	if tmpl, ok := humanTemplates[r.Message]; ok {
+	if tmpl, ok := h.templates[r.Message]; ok {
 		line = tmpl
 		for _, a := range attrs {
 			line = strings.ReplaceAll(line, "{"+a.Key+"}", fmt.Sprint(a.Value.Any()))
@@ -79,7 +96,7 @@ func (h *humanHandler) Handle(_ context.Context, r slog.Record) error {
 }
 
 func (h *humanHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
-	return &humanHandler{w: h.w, attrs: append(append([]slog.Attr(nil), h.attrs...), attrs...)}
+	return &humanHandler{w: h.w, templates: h.templates, attrs: append(append([]slog.Attr(nil), h.attrs...), attrs...)}
 }
 
 func (h *humanHandler) WithGroup(string) slog.Handler { return h }

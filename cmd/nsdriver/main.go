@@ -9,7 +9,9 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -19,20 +21,23 @@ import (
 	"time"
 
 	"github.com/swamp-club/nsdriver"
+	"github.com/swamp-club/nsdriver/internal/suggest"
 )
 
 const topUsage = `nsdriver runs swamp workloads on ephemeral Namespace VMs.
 
 Usage:
-  nsdriver run [flags] -- ARGS…       run a shell command in a fresh VM
-  nsdriver exec [flags] < request.json  run an ExecutionRequest; print the result JSON
-  nsdriver cleanup [--older-than D] [--include-pool] [--dry-run]
-  nsdriver emulator [--listen ADDR] [--token T] [--boot D] [--rtt D]
-  nsdriver schema                      print the driverConfig JSON schema
-  nsdriver version
+  nsdriver run [flags] -- ARGS…         run a shell command in a fresh VM
+  nsdriver exec [flags] [FILE|-]        run an ExecutionRequest; print the result JSON
+  nsdriver cleanup [flags]              destroy leftover nsdriver instances
+  nsdriver emulator [flags]             serve the local emulator; print export lines
+  nsdriver schema                       print the driverConfig JSON schema
+  nsdriver version [--json]
 
 Run 'nsdriver <command> --help' for a command's flags.
 `
+
+var commands = []string{"run", "exec", "cleanup", "emulator", "schema", "version", "help"}
 
 // Exit codes of interfaces.md.
 const (
@@ -52,7 +57,7 @@ func main() {
 }
 
 // run is the whole CLI, for tests and main.
-func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+func run(ctx context.Context, args []string, stdin *os.File, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, topUsage)
 		return exitUsage
@@ -61,7 +66,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	code := exitOK
 	switch args[0] {
 	case "run":
-		code, err = cmdRun(ctx, args[1:], stdout, stderr)
+		code, err = cmdRun(ctx, args[1:], stdin, stdout, stderr)
 	case "exec":
 		code, err = cmdExec(ctx, args[1:], stdin, stdout, stderr)
 	case "cleanup":
@@ -69,13 +74,17 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	case "emulator":
 		err = cmdEmulator(ctx, args[1:], stdout, stderr)
 	case "schema":
-		_, err = stdout.Write(nsdriver.Schema())
+		err = cmdSchema(args[1:], stdout)
 	case "version":
-		fmt.Fprintf(stdout, "nsdriver %s (driver %s, Deno %s)\n", nsdriver.Version, nsdriver.DriverType, nsdriver.DenoVersion)
+		err = cmdVersion(args[1:], stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, topUsage)
 	default:
-		err = usageError{fmt.Sprintf("unknown command %q\n\n%s", args[0], topUsage)}
+		msg := fmt.Sprintf("unknown command %q", args[0])
+		if s := suggest.Closest(args[0], commands); s != "" {
+			msg += fmt.Sprintf("; did you mean %q?", s)
+		}
+		err = usageError{msg + "\n\n" + topUsage}
 	}
 	if err == nil {
 		return code
@@ -94,4 +103,28 @@ func shutdown(d *nsdriver.Driver) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	_ = d.Shutdown(ctx)
+}
+
+func cmdSchema(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("nsdriver schema", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	if done, err := parseFlags(fs, args, stdout, "Usage: nsdriver schema\n\nPrints the JSON schema of driverConfig (draft 2020-12).\n"); done || err != nil {
+		return err
+	}
+	_, err := stdout.Write(nsdriver.Schema())
+	return err
+}
+
+func cmdVersion(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("nsdriver version", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	asJSON := fs.Bool("json", false, "print the versions as a JSON object")
+	if done, err := parseFlags(fs, args, stdout, "Usage: nsdriver version [--json]\n\nFlags:\n"); done || err != nil {
+		return err
+	}
+	if *asJSON {
+		return json.NewEncoder(stdout).Encode(map[string]string{"version": nsdriver.Version, "driverType": nsdriver.DriverType, "denoVersion": nsdriver.DenoVersion})
+	}
+	_, err := fmt.Fprintf(stdout, "nsdriver %s (driver %s, Deno %s)\n", nsdriver.Version, nsdriver.DriverType, nsdriver.DenoVersion)
+	return err
 }

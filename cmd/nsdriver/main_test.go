@@ -52,7 +52,9 @@ func nsd(t *testing.T, stdin string, args ...string) result {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, binary, args...)
-	cmd.Stdin = strings.NewReader(stdin)
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	} // else /dev/null, as for a person who pipes nothing
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -73,9 +75,16 @@ func TestRunFallsBackToEmulatorAndStreams(t *testing.T) {
 	if n := strings.Count(r.stderr, "runs on this machine, not in a VM"); n != 1 {
 		t.Fatalf("fallback notice appears %d times:\n%s", n, r.stderr)
 	}
-	for _, want := range []string{"creating a 2x4 amd64 VM in region us", "ready after", "destroyed", "estimated cost $"} {
+	// On its own emulator the CLI says so: "emulator", never "VM", and no
+	// charge.
+	for _, want := range []string{"creating a 2x4 amd64 emulator instance", "emulator instance", "ready after", "destroyed", "no charge"} {
 		if !strings.Contains(r.stderr, want) {
 			t.Errorf("progress lacks %q:\n%s", want, r.stderr)
+		}
+	}
+	for _, line := range strings.Split(r.stderr, "\n") {
+		if strings.Contains(line, "VM") && !strings.Contains(line, "not in a VM") || strings.Contains(line, "estimated cost") {
+			t.Errorf("emulator progress line speaks of a VM or a cost: %q", line)
 		}
 	}
 	q := nsd(t, "", "run", "--quiet", "--", "echo quiet")
@@ -309,8 +318,10 @@ func TestCleanup(t *testing.T) {
 	foreign := create(nsdriver.Label{Name: "owner", Value: "someone-else"})
 	flags := []string{"--endpoint", emu.URL(), "--token", emu.Token()}
 
+	// Nothing old enough: say how many younger ones exist and how to look.
 	r := nsd(t, "", append([]string{"cleanup", "--older-than", "1h"}, flags...)...)
-	if r.code != 0 || !strings.Contains(r.stdout, "destroyed 0 of 0") {
+	if r.code != 0 || !strings.Contains(r.stdout, "no instance is older than 1h0m0s; 1 younger one(s) may still be in use") ||
+		!strings.Contains(r.stdout, "--dry-run --older-than") || len(emu.LiveInstances()) != 3 {
 		t.Fatalf("age filter: %+v", r)
 	}
 	r = nsd(t, "", append([]string{"cleanup", "--older-than", "0s", "--dry-run"}, flags...)...)
@@ -420,5 +431,121 @@ func TestRunReportsBootFailureReason(t *testing.T) {
 	want := `nsdriver: The Namespace VM failed to start: failed to pull image "registry.invalid/none:1": manifest unknown`
 	if r.code != 125 || !strings.Contains(r.stderr, want) {
 		t.Fatalf("exit %d, stderr:\n%s", r.code, r.stderr)
+	}
+}
+
+// -h/--help prints usage to stdout and exits 0, for every subcommand, and
+// each lists only its own flags.
+func TestHelpEverywhere(t *testing.T) {
+	cases := map[string][2][]string{ // subcommand: {flags it lists, flags it must not}
+		"run":      {{"--machine-type", "--stdin", "--quiet", "--env"}, {"--older-than", "--progress"}},
+		"exec":     {{"--machine-type", "--progress"}, {"--older-than", "--stdin"}},
+		"cleanup":  {{"--older-than", "--token", "--endpoint", "--dry-run"}, {"--machine-type", "--image", "--warm-pool", "--env"}},
+		"emulator": {{"--listen", "--session-token"}, {"--machine-type"}},
+		"schema":   {{}, {"--machine-type"}},
+		"version":  {{"--json"}, {"--machine-type"}},
+	}
+	for sub, flags := range cases {
+		for _, h := range []string{"-h", "--help"} {
+			r := nsd(t, "", sub, h)
+			if r.code != 0 || r.stderr != "" || !strings.HasPrefix(r.stdout, "Usage: nsdriver "+sub) {
+				t.Errorf("%s %s: %+v", sub, h, r)
+				continue
+			}
+			for _, f := range flags[0] {
+				if !strings.Contains(r.stdout, f+" ") {
+					t.Errorf("%s help lacks %s", sub, f)
+				}
+			}
+			for _, f := range flags[1] {
+				if strings.Contains(r.stdout, f+" ") {
+					t.Errorf("%s help lists %s", sub, f)
+				}
+			}
+		}
+	}
+	if r := nsd(t, "", "--help"); r.code != 0 || !strings.Contains(r.stdout, "nsdriver exec [flags] [FILE|-]") {
+		t.Errorf("top help: %+v", r)
+	}
+	if r := nsd(t, "", "version", "--json"); r.code != 0 || !strings.Contains(r.stdout, `"driverType":"@swamp/namespace"`) {
+		t.Errorf("version --json: %+v", r)
+	}
+}
+
+func TestDidYouMean(t *testing.T) {
+	r := nsd(t, "", "run", "--machine", "4x8", "--", "true")
+	if r.code != 2 || !strings.Contains(r.stderr, "unknown flag --machine; did you mean --machine-type?") {
+		t.Errorf("flag: %+v", r)
+	}
+	cfg := filepath.Join(t.TempDir(), "c.yaml")
+	_ = os.WriteFile(cfg, []byte("machine-type: 4x8\n"), 0o600)
+	r = nsd(t, "", "run", "--emulator", "--config", cfg, "--", "true")
+	if r.code != 2 || !strings.Contains(r.stderr, `"machine-type": unknown key; did you mean "machineType"?`) {
+		t.Errorf("config key: %+v", r)
+	}
+	if r := nsd(t, "", "exce"); r.code != 2 || !strings.Contains(r.stderr, `did you mean "exec"?`) {
+		t.Errorf("command: %+v", r)
+	}
+}
+
+func TestTimeoutFlagNeedsAUnit(t *testing.T) {
+	r := nsd(t, "", "run", "--emulator", "--timeout", "5", "--", "true")
+	if r.code != 2 || !strings.Contains(r.stderr, "--timeout 5 needs a unit, e.g. 5s or 5m") {
+		t.Fatalf("%+v", r)
+	}
+	if r := nsd(t, "", "run", "--emulator", "--quiet", "--timeout", "30s", "--", "echo ok"); r.code != 0 || r.stdout != "ok\n" {
+		t.Fatalf("with a unit: %+v", r)
+	}
+	cfg := filepath.Join(t.TempDir(), "c.json")
+	_ = os.WriteFile(cfg, []byte(`{"timeout": 30000}`), 0o600) // a config file keeps milliseconds
+	if r := nsd(t, "", "run", "--emulator", "--quiet", "--config", cfg, "--", "echo ok"); r.code != 0 {
+		t.Fatalf("config ms: %+v", r)
+	}
+}
+
+func TestExecReadsFile(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "req.json")
+	_ = os.WriteFile(file, []byte(`{"methodName":"m","methodArgs":{"run":"echo from-file"}}`), 0o600)
+	r := nsd(t, `{"methodName":"m","methodArgs":{"run":"echo from-stdin"}}`, "exec", "--emulator", file)
+	var res nsdriver.ExecutionResult
+	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || r.code != 0 || string(res.Outputs[0].Content) != "from-file\n" {
+		t.Fatalf("%+v %v", r, err)
+	}
+	r = nsd(t, "", "exec", "--emulator", filepath.Join(t.TempDir(), "missing.json"))
+	if r.code != 2 || !strings.Contains(r.stdout, `"status":"error"`) || !strings.Contains(r.stderr, "missing.json") {
+		t.Fatalf("missing file: %+v", r)
+	}
+}
+
+// A failed result keeps the exit code and the stderr tail.
+func TestExecFailedResultHasExitCode(t *testing.T) {
+	r := nsd(t, `{"methodName":"m","methodArgs":{"run":"echo disk full >&2; exit 3"}}`, "exec", "--emulator")
+	var res struct {
+		Error    string
+		Metadata struct{ ExitCode *int }
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || r.code != 1 || res.Error != "disk full" || res.Metadata.ExitCode == nil || *res.Metadata.ExitCode != 3 {
+		t.Fatalf("%+v %+v %v", r, res, err)
+	}
+}
+
+func TestRunStdin(t *testing.T) {
+	r := nsd(t, "1\n2\n3\n4\n5\n", "run", "-i", "--quiet", "--", "wc -l")
+	if r.code != 0 || strings.TrimSpace(r.stdout) != "5" {
+		t.Fatalf("-i: %+v", r)
+	}
+	r = nsd(t, "ignored\n", "run", "--quiet", "--", "cat; echo done")
+	if r.code != 0 || r.stdout != "done\n" || strings.Count(r.stderr, "stdin is not sent to the command; pass -i") != 1 {
+		t.Fatalf("without -i: %+v", r)
+	}
+	big := filepath.Join(t.TempDir(), "big")
+	f, _ := os.Create(big)
+	_ = f.Truncate(nsdriver.MaxStdinBytes + 1)
+	f.Close()
+	cmd := exec.Command(binary, "run", "-i", "--", "wc -c")
+	cmd.Stdin, _ = os.Open(big)
+	out, err := cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(string(out), "over the 16 MiB cap") || strings.Contains(string(out), "creating") {
+		t.Fatalf("oversized file: %v %s", err, out)
 	}
 }
