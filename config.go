@@ -16,7 +16,7 @@ import (
 	"github.com/swamp-club/nsdriver/internal/suggest"
 )
 
-// Defaults of Config, per interfaces.md.
+// Defaults of Config (docs/config.md).
 const (
 	DefaultRegion         = "us"
 	DefaultMachineType    = "2x4"
@@ -32,7 +32,7 @@ const (
 )
 
 // Config is the driverConfig: how the driver reaches Namespace and what VM
-// each execution gets. Zero values take the defaults of interfaces.md.
+// each execution gets. Zero values take the defaults of docs/config.md.
 type Config struct {
 	Token          string            `json:"token,omitempty" jsonschema_description:"Namespace API token. Never logged. Default: the first of tokenFile, NAMESPACE_TOKEN, NSC_TOKEN, NSC_TOKEN_FILE, the nsc login file, /var/run/nsc/token.json."`
 	TokenFile      string            `json:"tokenFile,omitempty" jsonschema_description:"Path of a JSON file with a bearer_token field (what nsc login writes)."`
@@ -220,7 +220,7 @@ func (c Config) WithDefaults() Config {
 	return c
 }
 
-// Validate checks every rule of interfaces.md on c with defaults applied and
+// Validate checks every rule of docs/config.md on c with defaults applied and
 // returns a *ConfigError listing all problems, or nil.
 func (c Config) Validate() error {
 	c = c.WithDefaults()

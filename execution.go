@@ -9,7 +9,7 @@ import (
 )
 
 // ExecutionRequest is swamp's request to run one model method, as in
-// swamp-driver-contract.md. In JSON, Bundle travels as standard base64.
+// docs/exec.md. In JSON, Bundle travels as standard base64.
 type ExecutionRequest struct {
 	ProtocolVersion int               `json:"protocolVersion"`
 	ModelType       string            `json:"modelType"`
@@ -126,7 +126,7 @@ func DecodeExecutionRequest(r io.Reader) (ExecutionRequest, error) {
 }
 
 // ExecutionResult is what Execute returns; its JSON is defined in
-// interfaces.md.
+// docs/exec.md.
 type ExecutionResult struct {
 	Status     ResultStatus    `json:"status"`
 	Error      string          `json:"error,omitempty"`

@@ -8,17 +8,17 @@ import (
 	"testing"
 )
 
-// TestReadmeConfigTable keeps README.md's driverConfig table in step with
-// the generated schema: the same keys, and the schema's defaults.
-func TestReadmeConfigTable(t *testing.T) {
-	readme, err := os.ReadFile("README.md")
+// TestDocsConfigTable keeps docs/config.md's driverConfig table in step
+// with the generated schema: the same keys, and the schema's defaults.
+func TestDocsConfigTable(t *testing.T) {
+	doc, err := os.ReadFile("docs/config.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, rest, ok := strings.Cut(string(readme), "<!-- config-table")
+	_, rest, ok := strings.Cut(string(doc), "<!-- config-table")
 	table, _, ok2 := strings.Cut(rest, "<!-- /config-table -->")
 	if !ok || !ok2 {
-		t.Fatal("README.md lacks the config-table markers")
+		t.Fatal("docs/config.md lacks the config-table markers")
 	}
 	rows := map[string]string{}
 	for _, line := range strings.Split(table, "\n") {
@@ -46,7 +46,7 @@ func TestReadmeConfigTable(t *testing.T) {
 			continue
 		}
 		if prop.Default != nil && def != "`"+fmt.Sprint(prop.Default)+"`" {
-			t.Errorf("README.md gives %s's default as %s; the schema says %v", key, def, prop.Default)
+			t.Errorf("docs/config.md gives %s's default as %s; the schema says %v", key, def, prop.Default)
 		}
 	}
 	if len(rows) != len(schema.Properties) {

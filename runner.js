@@ -1,6 +1,5 @@
 // nsdriver's bundle runner: runs one method of a swamp model bundle under
-// Deno and reports what it wrote. Contract: swamp-driver-contract.md,
-// "Bundle mode". Exit codes: 1 unknown method, 2 the method threw,
+// Deno and reports what it wrote. Contract: docs/runner.md. Exit codes: 1 unknown method, 2 the method threw,
 // 3 the bundle could not be loaded.
 //
 // The result document goes to stdout between two lines carrying a per-run

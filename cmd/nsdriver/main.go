@@ -39,7 +39,7 @@ Run 'nsdriver <command> --help' for a command's flags.
 
 var commands = []string{"run", "exec", "cleanup", "emulator", "schema", "version", "help"}
 
-// Exit codes of interfaces.md.
+// Exit codes (docs/cli.md).
 const (
 	exitOK          = 0
 	exitResultError = 1
