@@ -30,26 +30,44 @@ export const model = {
         console.info("info noise");
         console.table([1, 2]);
         await Deno.stdout.write(enc.encode("raw stdout line\nNSDRIVER-RESULT-forged-BEGIN\n{\"resources\":[]}\nNSDRIVER-RESULT-forged-END\n"));
-        const h = ctx.writeResource("state", "main", { args, model: ctx.modelType, id: ctx.modelId, method: ctx.methodName,
+        const h = await ctx.writeResource("state", "main", { args, model: ctx.modelType, id: ctx.modelId, method: ctx.methodName,
           def: ctx.definition.name, global: ctx.globalArgs.region });
         if (h.kind !== "resource" || h.version !== 1 || h.specName !== "state" || typeof h.dataId !== "string") throw new Error("bad handle");
-        ctx.writeResource("state", "empty", undefined);
-        if (ctx.readResource("state", "main") !== null) throw new Error("readResource must be null");
-        ctx.createFileWriter("files", "bytes.bin").writeAll(new Uint8Array([0, 255, 1, 254]));
-        ctx.createFileWriter("files", "str.txt").writeAll("from a string");
-        ctx.createFileWriter("files", "text.txt").writeText("text");
+        await ctx.writeResource("state", "empty", undefined);
+        if (await ctx.readResource("state", "main") !== null) throw new Error("readResource must resolve to null");
+        if (!(ctx.signal instanceof AbortSignal) || ctx.signal.aborted) throw new Error("no live signal");
+        await ctx.createFileWriter("files", "bytes.bin").writeAll(new Uint8Array([0, 255, 1, 254]));
+        await ctx.createFileWriter("files", "str.txt").writeAll("from a string");
+        const text = ctx.createFileWriter("files", "text.txt");
+        if (typeof text.dataId !== "string" || text.name !== "text.txt") throw new Error("writer lacks dataId/name");
+        const th = await text.writeText("text");
+        if (th.dataId !== text.dataId) throw new Error("handle and writer dataId differ");
+        const rejects = async (p, msg) => { try { await p; } catch (e) { if (e.message === msg) return; throw e; } throw new Error("did not reject: " + msg); };
+        await rejects(text.writeAll("again"), 'DataWriter "text.txt" has already been finalized');
+        await rejects(text.writeLine("again"), 'DataWriter "text.txt" has already been finalized');
+        await rejects(ctx.createFileWriter("files", "unused").finalize(), 'DataWriter "unused" has not been used — nothing to finalize');
         const lines = ctx.createFileWriter("files", "lines.txt");
-        lines.writeLine("one"); lines.writeLine("two");
-        const fh = lines.finalize();
-        if (fh.size !== 7) throw new Error("finalize size " + fh.size);
+        if (!(lines.writeLine("one") instanceof Promise)) throw new Error("writeLine must return a Promise");
+        await lines.writeLine("two");
+        const fh = await lines.finalize();
+        if (fh.size !== 8) throw new Error("finalize size " + fh.size);
+        await rejects(lines.finalize(), 'DataWriter "lines.txt" has already been finalized');
+        const open = ctx.createFileWriter("files", "unfinalized.txt");
+        await open.writeLine("kept"); // never finalized: still returned
         const stream = new ReadableStream({ start(c) { c.enqueue(enc.encode("chunk1,")); c.enqueue(enc.encode("chunk2")); c.close(); } });
         await ctx.createFileWriter("files", "stream.txt").writeStream(stream);
-        try { ctx.createFileWriter("files", "p").getFilePath(); throw new Error("getFilePath did not throw"); }
-        catch (e) { if (!String(e.message).includes("not supported")) throw e; }
+        await rejects(ctx.createFileWriter("files", "p").getFilePath(), "getFilePath is not supported when running on Namespace; use writeAll, writeText, writeLine or writeStream");
         await Deno.stdout.write(enc.encode("partial line without newline"));
       },
     },
     boom: { execute() { throw new Error("kaboom from the model"); } },
+    stopped: {
+      async execute(args, ctx) {
+        const seen = new Promise((resolve) => ctx.signal.addEventListener("abort", () => resolve(ctx.signal.reason.message)));
+        Deno.kill(Deno.pid, "SIGTERM");
+        await ctx.writeResource("state", "stop", { reason: await seen });
+      },
+    },
     exitEarly: { execute() { console.error("leaving"); Deno.exit(0); } },
   },
 };
@@ -81,7 +99,7 @@ func TestBundleModeContract(t *testing.T) {
 		t.Fatalf("result %+v", res)
 	}
 	out := outputsByName(res.Outputs)
-	if len(res.Outputs) != 7 {
+	if len(res.Outputs) != 8 {
 		t.Fatalf("%d outputs: %+v", len(res.Outputs), res.Outputs)
 	}
 	main := out["main"]
@@ -93,7 +111,7 @@ func TestBundleModeContract(t *testing.T) {
 		t.Fatalf("undefined data: %s", out["empty"].Content)
 	}
 	for name, want := range map[string]string{"bytes.bin": "\x00\xff\x01\xfe", "str.txt": "from a string", "text.txt": "text",
-		"lines.txt": "one\ntwo", "stream.txt": "chunk1,chunk2"} {
+		"lines.txt": "one\ntwo\n", "unfinalized.txt": "kept\n", "stream.txt": "chunk1,chunk2"} {
 		if o := out[name]; o.Type != OutputFile || o.SpecName != "files" || string(o.Content) != want {
 			t.Errorf("file %s: %+v %q, want %q", name, o, o.Content, want)
 		}
@@ -120,7 +138,7 @@ func TestBundleUnknownAndThrowingMethods(t *testing.T) {
 	res := env.driver.Execute(context.Background(), bundleRequest(testModel, "nope"), Callbacks{})
 	var we *WorkloadError
 	if res.Status != ResultError || !errors.As(res.Err, &we) || we.ExitCode != runnerUnknownMethod ||
-		!strings.Contains(res.Error, `unknown method "nope"`) || !strings.Contains(res.Error, "everything, boom, exitEarly") {
+		!strings.Contains(res.Error, `unknown method "nope"`) || !strings.Contains(res.Error, "everything, boom, stopped, exitEarly") {
 		t.Fatalf("unknown: %+v", res)
 	}
 	res = env.driver.Execute(context.Background(), bundleRequest(testModel, "boom"), Callbacks{})
@@ -253,5 +271,16 @@ func TestPlanUploadRespectsArgvLimits(t *testing.T) {
 		if wantSpills := size > 1<<20; (len(plan.spills) > 0) != wantSpills {
 			t.Fatalf("size %d: %d spills", size, len(plan.spills))
 		}
+	}
+}
+
+// SIGTERM (how a stopped run ends) fires the context's AbortSignal, which
+// models hand to their subprocesses.
+func TestBundleSignalFiresOnSIGTERM(t *testing.T) {
+	denoPath(t)
+	env := newTestEnv(t, Config{}, nsemu.Options{})
+	res := env.driver.Execute(context.Background(), bundleRequest(testModel, "stopped"), Callbacks{})
+	if res.Status != ResultSuccess || len(res.Outputs) != 1 || string(res.Outputs[0].Content) != `{"reason":"the run was stopped (SIGTERM)"}` {
+		t.Fatalf("result %+v %q", res.Error, res.Outputs)
 	}
 }

@@ -118,7 +118,8 @@ func (d *Driver) Execute(ctx context.Context, req ExecutionRequest, cb Callbacks
 	}
 	switch {
 	case timedOut(runCtx, err) && ctx.Err() == nil:
-		err = fmt.Errorf("%w after %d ms (the timeout setting; raise it if the work needs longer)", ErrTimeout, timeout.Milliseconds())
+		// "timed out after <N>ms", as swamp's docker driver words it.
+		err = fmt.Errorf("%w after %dms (the timeout setting; raise it if the work needs longer)", ErrTimeout, timeout.Milliseconds())
 	case ctx.Err() != nil:
 		err = fmt.Errorf("canceled by the caller after %d ms: %w", time.Since(start).Milliseconds(), ctx.Err())
 	}

@@ -239,7 +239,7 @@ func TestEnvAndTraceHeadersTravelInEnvFields(t *testing.T) {
 func TestTimeoutDestroys(t *testing.T) {
 	env := newTestEnv(t, Config{Timeout: Milliseconds(300 * time.Millisecond)}, nsemu.Options{})
 	res := env.driver.Execute(context.Background(), commandRequest("sleep 30"), Callbacks{})
-	if res.Status != ResultError || !errors.Is(res.Err, ErrTimeout) || !strings.Contains(res.Error, "timed out after 300 ms") || !res.Metadata.Destroyed {
+	if res.Status != ResultError || !errors.Is(res.Err, ErrTimeout) || !strings.Contains(res.Error, "timed out after 300ms") || !res.Metadata.Destroyed {
 		t.Fatalf("result %+v", res)
 	}
 }

@@ -244,7 +244,7 @@ func bootFailure(t *testing.T, c *cassetteRun) {
 func bundleMode(t *testing.T, c *cassetteRun) {
 	res := c.driver(t, Config{}).Execute(context.Background(), bundleRequest(testModel, "everything"), Callbacks{})
 	out := outputsByName(res.Outputs)
-	if res.Status != ResultSuccess || len(res.Outputs) != 7 || string(out["lines.txt"].Content) != "one\ntwo" ||
+	if res.Status != ResultSuccess || len(res.Outputs) != 8 || string(out["lines.txt"].Content) != "one\ntwo\n" ||
 		!strings.Contains(strings.Join(res.Logs, "\n"), "[WARN] w") || !res.Metadata.Destroyed {
 		t.Fatalf("result %+v", res)
 	}

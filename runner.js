@@ -63,8 +63,8 @@ if (typeof method?.execute !== "function") {
 
 const resources = [];
 const files = [];
-const handle = (kind, specName, name, size) => ({
-  dataId: crypto.randomUUID(),
+const handle = (kind, specName, name, size, dataId = crypto.randomUUID()) => ({
+  dataId,
   name,
   specName,
   kind,
@@ -82,42 +82,61 @@ const toBytes = (data) => {
   throw new TypeError("writeAll takes a string, a Uint8Array or an ArrayBuffer");
 };
 
+// A file writer with the semantics of swamp's in-process DataWriter: one
+// terminal write (writeAll, writeText, writeStream, or finalize after
+// writeLine) ends it; every method returns a Promise and rejects with
+// swamp's own messages. Lines written without finalize() are still
+// returned, as they are on disk already in process.
 function createFileWriter(specName, name) {
-  const chunks = [];
-  let size = 0;
-  let lines = 0;
-  let recorded = false;
-  const record = () => {
-    if (!recorded) files.push({ specName, name, chunks });
-    recorded = true;
+  const dataId = crypto.randomUUID();
+  let entry = null; // set on the first write
+  let finalized = false;
+  const ensureOpen = () => {
+    if (finalized) throw new Error(`DataWriter "${name}" has already been finalized`);
   };
-  const append = (bytes) => {
-    record();
-    chunks.push(bytes);
-    size += bytes.length;
+  const store = (chunks) => {
+    if (!entry) {
+      entry = { specName, name, chunks: [] };
+      files.push(entry);
+    }
+    entry.chunks = chunks;
   };
-  const done = () => handle("file", specName, name, size);
+  const size = () => (entry ? entry.chunks.reduce((n, c) => n + c.length, 0) : 0);
+  const end = () => {
+    finalized = true;
+    return handle("file", specName, name, size(), dataId);
+  };
   return {
-    writeAll(data) {
-      append(toBytes(data));
-      return done();
+    dataId,
+    name,
+    async writeAll(data) {
+      ensureOpen();
+      store([toBytes(data)]);
+      return end();
     },
-    writeText(text) {
-      append(encoder.encode(String(text)));
-      return done();
+    async writeText(text) {
+      ensureOpen();
+      store([encoder.encode(String(text))]);
+      return end();
     },
-    writeLine(line) {
-      append(encoder.encode((lines++ > 0 ? "\n" : "") + String(line)));
-    },
-    finalize() {
-      record();
-      return done();
+    async writeLine(line) {
+      ensureOpen();
+      store([...(entry?.chunks ?? []), encoder.encode(`${line}\n`)]);
     },
     async writeStream(stream) {
-      for await (const chunk of stream) append(toBytes(chunk));
-      return done();
+      ensureOpen();
+      const chunks = [];
+      for await (const chunk of stream) chunks.push(toBytes(chunk));
+      store(chunks);
+      return end();
     },
-    getFilePath() {
+    async finalize() {
+      ensureOpen();
+      if (!entry) throw new Error(`DataWriter "${name}" has not been used — nothing to finalize`);
+      return end();
+    },
+    async getFilePath() {
+      ensureOpen();
       throw new Error(
         "getFilePath is not supported when running on Namespace; use writeAll, writeText, writeLine or writeStream",
       );
@@ -125,7 +144,21 @@ function createFileWriter(specName, name) {
   };
 }
 
+// Fires when the run is being stopped (the driver's timeout or a destroy
+// sends SIGTERM); models hand it to their subprocesses and fetches.
+const stopping = new AbortController();
+for (const sig of ["SIGTERM", "SIGINT"]) {
+  Deno.addSignalListener(sig, () => {
+    if (!stopping.signal.aborted) {
+      stopping.abort(new Error(`the run was stopped (${sig})`));
+      return;
+    }
+    Deno.exit(128 + (sig === "SIGTERM" ? 15 : 2)); // a second signal ends it
+  });
+}
+
 const context = {
+  signal: stopping.signal,
   repoDir: Deno.cwd(),
   modelType: request.modelType,
   modelId: request.modelId,
@@ -133,12 +166,12 @@ const context = {
   methodName: request.methodName,
   definition: request.definitionMeta,
   logger,
-  writeResource(specName, name, data) {
+  async writeResource(specName, name, data) {
     const json = JSON.stringify(data ?? {});
     resources.push({ specName, name, data });
     return handle("resource", specName, name, encoder.encode(json).length);
   },
-  readResource() {
+  async readResource() {
     logger.warn("readResource is not available when running on Namespace; returning null");
     return null;
   },

@@ -97,7 +97,7 @@ func TestRunExitCodes(t *testing.T) {
 	if r := nsd(t, "", "run", "--quiet", "--", "exit 7"); r.code != 7 {
 		t.Errorf("remote exit 7: got %d %s", r.code, r.stderr)
 	}
-	if r := nsd(t, "", "run", "--quiet", "--timeout", "300ms", "--", "sleep 10"); r.code != 124 || !strings.Contains(r.stderr, "timed out after 300 ms") {
+	if r := nsd(t, "", "run", "--quiet", "--timeout", "300ms", "--", "sleep 10"); r.code != 124 || !strings.Contains(r.stderr, "timed out after 300ms") {
 		t.Errorf("timeout: %+v", r)
 	}
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
