@@ -35,7 +35,7 @@ func bundleFailure(out *streamed, cfg Config) error {
 			messages = append(messages, msg)
 		}
 	}
-	msg := strings.Join(messages, "; ")
+	msg := strings.Join(messages, "\n")
 	switch {
 	case out.exitCode == shellNotFound && strings.Contains(stderr, "deno"):
 		msg = fmt.Sprintf("deno was not found in the image %q; set bundleImage to an image with Deno, or set denoSetup to install", cfg.BundleImage)
@@ -43,7 +43,7 @@ func bundleFailure(out *streamed, cfg Config) error {
 			msg = fmt.Sprintf("deno was not found after installing it from %s; check denoInstallUrl", cfg.DenoInstallURL)
 		}
 	case out.exitCode == denoInstallFailed && msg != "":
-		msg += "; check denoInstallUrl or use denoSetup: preinstalled"
+		msg += "\ncheck denoInstallUrl or use denoSetup: preinstalled"
 	case msg != "":
 	case strings.TrimSpace(stderr) != "":
 		msg = tail(strings.TrimSpace(stderr), maxErrorStderr)

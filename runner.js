@@ -19,8 +19,10 @@ const writeOut = (text) => {
   const bytes = encoder.encode(text);
   for (let off = 0; off < bytes.length;) off += Deno.stdout.writeSync(bytes.subarray(off));
 };
+// Every line of a failure carries the prefix, so the host keeps all of a
+// multi-line message (a stack, a validation error's JSON).
 const fail = (code, message) => {
-  writeErr(`nsdriver: ${message}\n`);
+  writeErr(String(message).split("\n").map((line) => `nsdriver: ${line}\n`).join(""));
   Deno.exit(code);
 };
 

@@ -1,0 +1,265 @@
+// The @swamp/namespace execution driver: runs swamp model methods on
+// ephemeral Namespace VMs through the nsdriver binary (`nsdriver exec`).
+//
+// swamp calls createDriver(driverConfig) for every execution, then
+// execute(request, callbacks). This adapter never throws: anything that
+// goes wrong becomes an error result that says what to do.
+import { z } from "npm:zod@4";
+
+const TYPE = "@swamp/namespace";
+const durationPattern = /^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$/;
+const labelChars = /^[a-z0-9./_-]{0,63}$/;
+
+/** The driverConfig keys of nsdriver (docs/config.md), plus nsdriverPath. */
+export const configSchema = z.strictObject({
+  token: z.string().optional().describe("Namespace API token; passed to nsdriver through its environment only"),
+  tokenFile: z.string().optional(),
+  region: z.enum(["us", "eu"]).default("us"),
+  endpoint: z.string().optional(),
+  machineType: z.string().regex(/^(2|4|8|16|32)x(2|4|8|16|32|64|128|256|512)$/).default("2x4"),
+  arch: z.enum(["amd64", "arm64"]).default("amd64"),
+  timeout: z.union([z.number().positive(), z.string().regex(durationPattern)]).default(600000),
+  duration: z.string().regex(durationPattern).optional(),
+  bare: z.boolean().default(true),
+  image: z.string().min(1).default("builtin:base"),
+  bundleImage: z.string().min(1).default("denoland/deno:debian-2.9.6"),
+  denoSetup: z.enum(["preinstalled", "install"]).default("preinstalled"),
+  denoInstallUrl: z.string().url().default("https://deno.land/install.sh"),
+  env: z.record(z.string(), z.string()).optional(),
+  labels: z.record(z.string().regex(labelChars), z.string().regex(labelChars)).optional(),
+  maxOutputBytes: z.number().int().min(1).default(67108864),
+  maxConcurrent: z.number().int().min(0).default(0),
+  warmPool: z.number().int().min(0).default(0),
+  nsdriverPath: z.string().optional().describe("the nsdriver binary; default: nsdriver on PATH"),
+});
+
+export type NamespaceDriverConfig = z.infer<typeof configSchema>;
+
+export interface ExecutionRequest {
+  protocolVersion: number;
+  modelType: string;
+  modelId: string;
+  methodName: string;
+  globalArgs: Record<string, unknown>;
+  methodArgs: Record<string, unknown>;
+  definitionMeta: { id: string; name: string; version: number; tags: Record<string, string> };
+  resourceSpecs?: Record<string, unknown>;
+  fileSpecs?: Record<string, unknown>;
+  bundle?: Uint8Array;
+  traceHeaders?: Record<string, string>;
+}
+
+export interface ExecutionCallbacks {
+  onLog?: (line: string) => void;
+  /** Aborting stops the execution; the VM is still destroyed. */
+  signal?: AbortSignal;
+}
+
+export type DriverOutput = {
+  kind: "pending";
+  specName: string;
+  name: string;
+  type: "resource" | "file";
+  content: Uint8Array;
+  tags?: Record<string, string>;
+  metadata?: Record<string, unknown>;
+};
+
+export interface ExecutionResult {
+  status: "success" | "error";
+  error?: string;
+  outputs: DriverOutput[];
+  logs: string[];
+  durationMs: number;
+}
+
+const INSTALL = "install nsdriver (from a clone of github.com/swamp-club/nsdriver: go install ./cmd/nsdriver) " +
+  "and put it on PATH, or set nsdriverPath in driverConfig";
+
+/** The children still running, stopped if this process exits first. */
+const running = new Set<Deno.ChildProcess>();
+globalThis.addEventListener("unload", () => {
+  for (const child of running) {
+    try {
+      child.kill("SIGTERM"); // nsdriver destroys the VM on SIGTERM
+    } catch { /* already gone */ }
+  }
+});
+
+function errorResult(error: string, started: number, logs: string[] = []): ExecutionResult {
+  return { status: "error", error, outputs: [], logs, durationMs: Math.round(performance.now() - started) };
+}
+
+function toBase64(bytes: Uint8Array): string {
+  let binary = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(binary);
+}
+
+function fromBase64(text: string): Uint8Array {
+  const binary = atob(text);
+  const out = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i++) out[i] = binary.charCodeAt(i);
+  return out;
+}
+
+/** One line for the host's log: where the work ran and what it cost. */
+function describeMetadata(m: Record<string, unknown>): string {
+  const cost = typeof m.estimatedCostUsd === "number" ? ` ≈ $${m.estimatedCostUsd}` : "";
+  return `[nsdriver] instance ${m.instanceId} (${m.machineType} ${m.arch}, region ${m.region}): ` +
+    `boot ${m.bootMs} ms, exit code ${m.exitCode ?? "none"}, ${m.unitMinutes} unit minutes${cost}, ` +
+    `destroyed ${m.destroyed}`;
+}
+
+async function execute(
+  config: NamespaceDriverConfig,
+  request: ExecutionRequest,
+  callbacks: ExecutionCallbacks = {},
+): Promise<ExecutionResult> {
+  const started = performance.now();
+  const logs: string[] = [];
+  const log = (line: string) => {
+    try {
+      callbacks.onLog?.(line);
+    } catch { /* the host's callback must not break the run */ }
+  };
+  const { nsdriverPath, token, ...driverConfig } = config;
+  const progress = Deno.env.get("NSDRIVER_SWAMP_PROGRESS") === "1";
+  let dir: string | undefined;
+  try {
+    // The config travels in a private file, the token in the environment.
+    dir = await Deno.makeTempDir({ prefix: "nsdriver-swamp-" });
+    await Deno.chmod(dir, 0o700);
+    const configFile = `${dir}/config.json`;
+    await Deno.writeTextFile(configFile, JSON.stringify(driverConfig), { mode: 0o600 });
+    const env: Record<string, string> = {};
+    if (token) env.NAMESPACE_TOKEN = token;
+    const args = ["exec", "--config", configFile, "--json-logs", ...(progress ? ["--progress"] : []), "-"];
+    let child: Deno.ChildProcess;
+    try {
+      child = new Deno.Command(nsdriverPath ?? "nsdriver", {
+        args,
+        env,
+        stdin: "piped",
+        stdout: "piped",
+        stderr: "piped",
+      })
+        .spawn();
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) {
+        return errorResult(`nsdriver was not found (${nsdriverPath ?? "nsdriver on PATH"}): ${INSTALL}`, started);
+      }
+      throw e;
+    }
+    running.add(child);
+    const stop = () => {
+      try {
+        child.kill("SIGTERM");
+      } catch { /* already gone */ }
+    };
+    callbacks.signal?.addEventListener("abort", stop, { once: true });
+    if (callbacks.signal?.aborted) stop();
+    try {
+      const body = JSON.stringify({
+        ...request,
+        bundle: request.bundle?.length ? toBase64(request.bundle) : undefined,
+      });
+      const writer = child.stdin.getWriter();
+      const sent = writer.write(new TextEncoder().encode(body)).then(() => writer.close()).catch(() => {});
+      const stdout = new Response(child.stdout).text();
+      const other: string[] = []; // stderr that is not a JSON log line
+      const stderr = (async () => {
+        const lines = child.stderr.pipeThrough(new TextDecoderStream());
+        let buf = "";
+        const handle = (line: string) => {
+          if (!line) return;
+          let rec: Record<string, unknown> | undefined;
+          try {
+            rec = JSON.parse(line);
+          } catch { /* not a log record */ }
+          if (rec?.source === "workload" && typeof rec.msg === "string") {
+            logs.push(rec.msg);
+            log(rec.msg);
+          } else if (rec?.source === "driver") {
+            if (progress) log(`[nsdriver] ${rec.msg}`);
+          } else {
+            other.push(line);
+          }
+        };
+        for await (const chunk of lines) {
+          buf += chunk;
+          let i;
+          while ((i = buf.indexOf("\n")) >= 0) {
+            handle(buf.slice(0, i));
+            buf = buf.slice(i + 1);
+          }
+        }
+        handle(buf);
+      })();
+      const [out, status] = await Promise.all([stdout, child.status, stderr, sent]);
+      let doc: Record<string, unknown>;
+      try {
+        doc = JSON.parse(out);
+      } catch {
+        const why = other.join("\n").trim() || `nsdriver exited with code ${status.code} without a result`;
+        return errorResult(why, started, logs);
+      }
+      const metadata = doc.metadata as Record<string, unknown> | undefined;
+      if (metadata) log(describeMetadata(metadata));
+      const outputs = ((doc.outputs ?? []) as Record<string, unknown>[]).map((o) => ({
+        kind: "pending" as const,
+        specName: String(o.specName),
+        name: String(o.name),
+        type: o.type === "file" ? "file" as const : "resource" as const,
+        content: fromBase64(String(o.content ?? "")),
+        ...(o.tags ? { tags: o.tags as Record<string, string> } : {}),
+        ...(o.metadata ? { metadata: o.metadata as Record<string, unknown> } : {}),
+      }));
+      const result: ExecutionResult = {
+        status: doc.status === "success" ? "success" : "error",
+        outputs,
+        logs: Array.isArray(doc.logs) ? doc.logs as string[] : logs,
+        durationMs: typeof doc.durationMs === "number" ? doc.durationMs : Math.round(performance.now() - started),
+      };
+      if (result.status === "error") {
+        result.error = String(doc.error ?? "nsdriver reported an error");
+        result.outputs = [];
+      }
+      return result;
+    } finally {
+      callbacks.signal?.removeEventListener("abort", stop);
+      running.delete(child);
+    }
+  } catch (e) {
+    return errorResult(
+      `the @swamp/namespace driver failed: ${e instanceof Error ? e.message : String(e)}`,
+      started,
+      logs,
+    );
+  } finally {
+    if (dir) await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+}
+
+export const driver = {
+  type: TYPE,
+  name: "Namespace",
+  description:
+    "Runs each model method on a fresh, isolated Namespace VM that is destroyed afterwards (needs the nsdriver binary)",
+  configSchema,
+  createDriver(config: Record<string, unknown> = {}) {
+    const parsed = configSchema.safeParse(config);
+    return {
+      type: TYPE,
+      execute(request: ExecutionRequest, callbacks?: ExecutionCallbacks): Promise<ExecutionResult> {
+        if (!parsed.success) {
+          const problems = parsed.error.issues.map((i) => `${i.path.join(".") || "(config)"}: ${i.message}`).join("; ");
+          return Promise.resolve(errorResult(`invalid driverConfig for ${TYPE}: ${problems}`, performance.now()));
+        }
+        return execute(parsed.data, request, callbacks);
+      },
+    };
+  },
+};
