@@ -115,21 +115,10 @@ func TestSessionRenewedBeforeExpiryOnceForManyCallers(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(2500 * time.Millisecond) // the token now has < minValidity left
-	var wg sync.WaitGroup
-	errs := make(chan error, 100)
-	for range 100 {
-		wg.Go(func() {
-			_, err := c.ListInstances(ctx, &ListInstancesRequest{})
-			errs <- err
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	concurrently(t, 100, func() error {
+		_, err := c.ListInstances(ctx, &ListInstancesRequest{})
+		return err
+	})
 	if env.exchanges() != 2 {
 		t.Fatalf("%d exchanges for 100 callers, want 2 in all", env.exchanges())
 	}
@@ -145,24 +134,13 @@ func TestSessionRenewedAfterUnauthenticated(t *testing.T) {
 		t.Fatal(err)
 	}
 	env.emu.RevokeTenantTokens()
-	var wg sync.WaitGroup
-	errs := make(chan error, 50)
-	for range 50 {
-		wg.Go(func() {
-			// CreateInstance too: a refused call ran nothing.
-			_, err := c.CreateInstance(ctx, &CreateInstanceRequest{Shape: &InstanceShape{VirtualCPU: 2, MemoryMegabytes: 4096, MachineArch: "amd64", OS: "linux"},
-				Containers: []ContainerRequest{{Name: "c", KnownImageID: "builtin:base", Args: []string{"sleep", "infinity"}}},
-				Deadline:   NewTimestamp(time.Now().Add(time.Minute))})
-			errs <- err
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	concurrently(t, 50, func() error {
+		// CreateInstance too: a refused call ran nothing.
+		_, err := c.CreateInstance(ctx, &CreateInstanceRequest{Shape: &InstanceShape{VirtualCPU: 2, MemoryMegabytes: 4096, MachineArch: "amd64", OS: "linux"},
+			Containers: []ContainerRequest{{Name: "c", KnownImageID: "builtin:base", Args: []string{"sleep", "infinity"}}},
+			Deadline:   NewTimestamp(time.Now().Add(time.Minute))})
+		return err
+	})
 	refused := 0
 	for _, call := range env.emu.Calls() {
 		if call.Method == "CreateInstance" && call.Code == "unauthenticated" {
@@ -212,6 +190,23 @@ func TestRevokedSessionSaysLogIn(t *testing.T) {
 	for _, call := range env.emu.Calls() {
 		if call.Method == "ListInstances" {
 			t.Fatal("the compute API was called without a tenant token")
+		}
+	}
+}
+
+// concurrently runs call n times at once and fails on any error.
+func concurrently(t *testing.T, n int, call func() error) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for range n {
+		wg.Go(func() { errs <- call() })
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
 		}
 	}
 }

@@ -55,6 +55,12 @@ func nsd(t *testing.T, stdin string, args ...string) result {
 	if stdin != "" {
 		cmd.Stdin = strings.NewReader(stdin)
 	} // else /dev/null, as for a person who pipes nothing
+	return runCmd(t, cmd)
+}
+
+// runCmd runs cmd and collects its output and exit code.
+func runCmd(t *testing.T, cmd *exec.Cmd) result {
+	t.Helper()
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -213,15 +219,7 @@ func startEmulator(t *testing.T, n int, args ...string) (*exec.Cmd, []string) {
 func pasted(t *testing.T, exports []string, cli string) result {
 	t.Helper()
 	script := strings.Join(exports, "\n") + "\n" + binary + " " + cli
-	cmd := exec.Command("sh", "-c", script)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	}
-	return result{stdout.String(), stderr.String(), code}
+	return runCmd(t, exec.Command("sh", "-c", script))
 }
 
 func TestEmulatorCommand(t *testing.T) {
