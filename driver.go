@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
+	"strconv"
 	"strings"
 	"time"
 
@@ -213,7 +215,10 @@ func (x *execution) run(ctx context.Context) (outputs []DriverOutput, err error)
 	defer func() {
 		m.Destroyed = x.d.vms.destroy(ctx, m.InstanceID)
 		// A pooled instance's idle time is paid for too.
-		m.UnitMinutes, m.EstimatedCostUSD = x.d.vms.cost(m.InstanceID, inst.created)
+		m.UnitMinutes, m.EstimatedCostUSD = x.d.vms.cost(inst.created)
+		x.d.logger.Info("cost", "instance", m.InstanceID, "unitMinutes", m.UnitMinutes,
+			"estimatedCostUsd", strconv.FormatFloat(m.EstimatedCostUSD, 'f', -1, 64),
+			"seconds", math.Round(time.Since(inst.created).Seconds()*1000)/1000)
 	}()
 	if x.pooled {
 		// The deadline renewal runs beside the work, off the critical path,

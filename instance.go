@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"math"
 	"regexp"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -72,7 +71,7 @@ func (m *instances) create(ctx context.Context, image string, labels []Label) (*
 	}
 	req := &CreateInstanceRequest{
 		Shape:             &InstanceShape{VirtualCPU: int32(vcpu), MemoryMegabytes: int32(gb * 1024), MachineArch: cfg.Arch, OS: "linux"},
-		DocumentedPurpose: fmt.Sprintf(purposeTemplate, labelValue(all, "model-type"), labelValue(all, "method")),
+		DocumentedPurpose: purpose(all),
 		Labels:            all,
 		Deadline:          NewTimestamp(m.now().Add(time.Duration(cfg.Duration))),
 		Containers:        []ContainerRequest{ctr},
@@ -176,17 +175,23 @@ func (m *instances) renew(ctx context.Context, id string) error {
 	return err
 }
 
-// cost is what an instance of the configured shape costs from created
-// until now: unit minutes and their estimated price, and logs it.
-func (m *instances) cost(id string, created time.Time) (unitMinutes, usd float64) {
-	elapsed := time.Since(created)
+// cost is what an instance of the configured shape has cost from created
+// until now: unit minutes and their estimated price.
+func (m *instances) cost(created time.Time) (unitMinutes, usd float64) {
 	vcpu, gb := m.cfg.shape()
-	unit := math.Max(float64(vcpu), float64(gb)/2) * elapsed.Seconds() / 60
-	unitMinutes = math.Round(unit*1e6) / 1e6
-	usd = math.Round(unit*costPerUnitMin*1e9) / 1e9
-	m.logger.Info("cost", "instance", id, "unitMinutes", unitMinutes,
-		"estimatedCostUsd", strconv.FormatFloat(usd, 'f', -1, 64), "seconds", math.Round(elapsed.Seconds()*1000)/1000)
-	return unitMinutes, usd
+	unit := math.Max(float64(vcpu), float64(gb)/2) * time.Since(created).Seconds() / 60
+	return math.Round(unit*1e6) / 1e6, math.Round(unit*costPerUnitMin*1e9) / 1e9
+}
+
+// purpose says what the instance is for, in the words its labels give.
+func purpose(labels []Label) string {
+	switch {
+	case labelValue(labels, "fleet") != "":
+		return "nsdriver: fleet " + labelValue(labels, "fleet")
+	case labelValue(labels, "pool") != "":
+		return "nsdriver: warm pool"
+	}
+	return fmt.Sprintf(purposeTemplate, labelValue(labels, "model-type"), labelValue(labels, "method"))
 }
 
 func labelValue(labels []Label, suffix string) string {

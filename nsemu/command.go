@@ -237,7 +237,7 @@ func (s *Server) run(ctx context.Context, inst *instance, cmd *exec.Cmd, emit fu
 	elapsed := time.Since(start)
 	code := exitCode(cmd.ProcessState, waitErr)
 	s.mu.Lock()
-	s.commands = append(s.commands, CommandRun{InstanceID: inst.meta.InstanceId, Argv0: cmd.Args[0], Start: start, Duration: elapsed, ExitCode: code})
+	s.commands = append(s.commands, CommandRun{InstanceID: inst.meta.InstanceId, Argv0: cmd.Args[0], Argv: cmd.Args, Start: start, Duration: elapsed, ExitCode: code})
 	s.mu.Unlock()
 	if emitErr != nil {
 		return code, emitErr

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -23,6 +24,7 @@ import (
 type instance struct {
 	meta       *pb.InstanceMetadata // owned; copied out under s.mu
 	containers []*container
+	spec       string // the CreateInstance request, protojson
 	// shutdown says why the instance failed to boot (DescribeInstance).
 	shutdown []*pb.DescribeInstanceResponse_ShutdownReason
 	dir      string
@@ -131,6 +133,7 @@ func (c *computeService) CreateInstance(ctx context.Context, req *connect.Reques
 			DocumentedPurpose: req.Msg.DocumentedPurpose, Shape: req.Msg.Shape,
 			Status: pb.InstanceMetadata_PENDING, Labels: req.Msg.Labels, CreatorId: "nsemu",
 		},
+		spec:    protojson.Format(req.Msg),
 		dir:     filepath.Join(s.opts.Dir, id),
 		procs:   map[*process]struct{}{},
 		changed: make(chan struct{}),

@@ -21,6 +21,9 @@ type InstanceInfo struct {
 	Status   string
 	Labels   map[string]string
 	Deadline time.Time
+	// Spec is the CreateInstance request as stored, in protojson: what
+	// anyone who can describe the instance may read.
+	Spec string
 }
 
 // Instances lists every instance the emulator still knows of.
@@ -37,7 +40,7 @@ func (s *Server) Instances() []InstanceInfo {
 		for _, l := range inst.meta.Labels {
 			labels[l.Name] = l.Value
 		}
-		out = append(out, InstanceInfo{ID: id, Status: inst.meta.Status.String(), Labels: labels, Deadline: inst.meta.Deadline.AsTime()})
+		out = append(out, InstanceInfo{ID: id, Status: inst.meta.Status.String(), Labels: labels, Deadline: inst.meta.Deadline.AsTime(), Spec: inst.spec})
 	}
 	return out
 }

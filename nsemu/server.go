@@ -115,9 +115,11 @@ type Call struct {
 type CommandRun struct {
 	InstanceID string
 	Argv0      string
-	Start      time.Time
-	Duration   time.Duration
-	ExitCode   int
+	// Argv is the whole command line, as the process saw it.
+	Argv     []string
+	Start    time.Time
+	Duration time.Duration
+	ExitCode int
 }
 
 // Start serves a new emulator on opts.Listen.

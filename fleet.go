@@ -1,0 +1,347 @@
+package nsdriver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Fleets keep long-running commands (swamp workers, CI runners, any agent
+// that dials out, does a job and exits) running on fresh VMs, one command
+// per VM. Unlike an execution, output is streamed and never captured, a
+// command has no time limit unless one is set, and each VM's deadline is
+// short and renewed while its command runs, so VMs of a killed fleet
+// process die within minutes.
+
+const (
+	// fleetDeadline is how far ahead a fleet VM's deadline is kept.
+	fleetDeadline = 10 * time.Minute
+	// fleetMaxBootFailures in a row end the fleet: it cannot boot VMs.
+	fleetMaxBootFailures = 3
+	// fleetMaxAPIErrors is how long API errors may last before the fleet
+	// gives up instead of paying for nothing.
+	fleetMaxAPIErrors = 2 * time.Minute
+)
+
+// ErrFleetFailed: the fleet stopped because it cannot work (VMs keep
+// failing to boot, or the API keeps failing).
+var ErrFleetFailed = errors.New("the fleet cannot work")
+
+// FleetOptions say what a Fleet keeps running.
+type FleetOptions struct {
+	// Size is how many VMs run at once: a ceiling, since the workspace's
+	// quota may allow fewer for a while.
+	Size int
+	// Total is how many commands run in all; 0 means no limit.
+	Total int
+	// Script is the command, run with `sh -c` in each VM. The Config's Env
+	// (secrets included) reaches it in the RunCommand environment only.
+	Script string
+	// Timeout limits each command; 0 means no limit.
+	Timeout time.Duration
+	// OnOutput gets each line the commands print, as it arrives, from
+	// several goroutines at once. Output is never captured or capped.
+	OnOutput func(FleetOutput)
+}
+
+// FleetOutput is one line of a fleet command's output.
+type FleetOutput struct {
+	Slot     int
+	Instance string
+	Stream   OutputStream
+	Line     string
+}
+
+// Fleet keeps FleetOptions.Size VMs each running the command once.
+type Fleet struct {
+	d      *Driver
+	vms    instances // the driver's, with the fleet's short deadline
+	opts   FleetOptions
+	id     string
+	logger *slog.Logger
+	// backoff and quotaWait space retries, renewEvery deadline renewals
+	// (tests shorten them).
+	backoff, quotaWait RetryPolicy
+	renewEvery         time.Duration
+
+	mu           sync.Mutex
+	claimed      int       // commands started or starting, toward Total
+	bootFailures int       // in a row
+	apiErrSince  time.Time // zero: the last call worked
+	fatal        error
+}
+
+// NewFleet validates cfg and opts and returns a Fleet; nothing starts
+// until Run. cfg's timeout, duration and warmPool do not apply.
+func NewFleet(cfg Config, opts FleetOptions, options ...Option) (*Fleet, error) {
+	switch {
+	case opts.Size < 1:
+		return nil, fmt.Errorf("%w: a fleet needs a size of at least 1", ErrInvalidRequest)
+	case opts.Total < 0:
+		return nil, fmt.Errorf("%w: a fleet's total must not be negative", ErrInvalidRequest)
+	case strings.TrimSpace(opts.Script) == "":
+		return nil, fmt.Errorf("%w: a fleet needs a command", ErrInvalidRequest)
+	case opts.Timeout < 0:
+		return nil, fmt.Errorf("%w: a fleet's timeout must not be negative", ErrInvalidRequest)
+	case cfg.WarmPool > 0:
+		return nil, fmt.Errorf("%w: a fleet boots its own VMs; warmPool does not apply", ErrInvalidRequest)
+	}
+	d, err := New(cfg, options...)
+	if err != nil {
+		return nil, err
+	}
+	f := &Fleet{d: d, vms: *d.vms, opts: opts, id: d.vms.newID(), logger: d.logger,
+		backoff:    RetryPolicy{InitialBackoff: 2 * time.Second, MaxBackoff: 30 * time.Second},
+		quotaWait:  RetryPolicy{InitialBackoff: 5 * time.Second, MaxBackoff: time.Minute},
+		renewEvery: fleetDeadline / 4,
+	}
+	f.vms.cfg.Duration = DurationString(fleetDeadline)
+	// One progress line per VM start and end: the lifecycle's own lines
+	// (creating, destroyed) are left to debugging, its warnings kept.
+	f.vms.logger = slog.New(minLevel{d.logger.Handler(), slog.LevelWarn})
+	return f, nil
+}
+
+// ID is the fleet's id, the value of its VMs' nsdriver/fleet label.
+func (f *Fleet) ID() string { return f.id }
+
+// Run keeps the fleet going until Total commands have run, ctx ends (every
+// VM is destroyed before Run returns, and it returns ctx's error), or the
+// fleet cannot work (an error matching ErrFleetFailed).
+func (f *Fleet) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	f.logger.Info("fleet started", "fleet", f.id, "size", f.opts.Size, "total", f.opts.Total)
+	var wg sync.WaitGroup
+	for slot := 1; slot <= f.opts.Size; slot++ {
+		wg.Go(func() { f.slot(ctx, cancel, slot) })
+	}
+	wg.Wait()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch {
+	case f.fatal != nil:
+		return f.fatal
+	case ctx.Err() != nil:
+		return ctx.Err()
+	}
+	return nil
+}
+
+// slot keeps one VM running the command, one after another.
+func (f *Fleet) slot(ctx context.Context, stop context.CancelFunc, slot int) {
+	for attempt := 0; ctx.Err() == nil; {
+		if !f.claim() {
+			return
+		}
+		ran, wait := f.launch(ctx, stop, slot)
+		if ran {
+			attempt = 0
+			continue
+		}
+		f.unclaim()
+		if !sleepCtx(ctx, wait.backoff(attempt)) {
+			return
+		}
+		attempt++
+	}
+}
+
+func (f *Fleet) claim() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.opts.Total > 0 && f.claimed >= f.opts.Total {
+		return false
+	}
+	f.claimed++
+	return true
+}
+
+func (f *Fleet) unclaim() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.claimed--
+}
+
+// launch runs the command once on a fresh VM. It reports whether the
+// command ran; if not, the policy for waiting before the next try.
+func (f *Fleet) launch(ctx context.Context, stop context.CancelFunc, slot int) (ran bool, wait RetryPolicy) {
+	inst, err := f.vms.create(ctx, f.d.cfg.Image, []Label{{Name: labelPrefix + "fleet", Value: f.id}})
+	if err != nil {
+		if ctx.Err() != nil {
+			return false, f.backoff
+		}
+		if CodeOf(err) == CodeResourceExhausted {
+			// A quota is neither a failure nor a reason to stop: wait.
+			f.logger.Info("fleet quota", "slot", slot, "reason", UserMessage(err))
+			return false, f.quotaWait
+		}
+		f.apiError(stop, slot, err)
+		return false, f.backoff
+	}
+	f.apiOK()
+	id := inst.InstanceID()
+	exitCode := -1
+	defer func() {
+		destroyed := f.vms.destroy(ctx, id)
+		units, usd := f.vms.cost(inst.created)
+		if ran {
+			f.logger.Info("fleet command ended", "slot", slot, "instance", id, "exitCode", exitCode,
+				"unitMinutes", units, "estimatedCostUsd", strconv.FormatFloat(usd, 'f', -1, 64), "destroyed", destroyed)
+		}
+	}()
+	began := time.Now()
+	if err := f.vms.wait(ctx, inst); err != nil {
+		if ctx.Err() != nil {
+			return false, f.backoff
+		}
+		var bootErr *BootError
+		if errors.As(err, &bootErr) {
+			f.bootFailed(stop, slot, id, err)
+		} else {
+			f.apiError(stop, slot, err)
+		}
+		return false, f.backoff
+	}
+	f.bootOK()
+	f.logger.Info("fleet VM ready", "slot", slot, "instance", id, "bootMs", time.Since(began).Milliseconds())
+	exitCode, err = f.run(ctx, slot, inst)
+	if err != nil && ctx.Err() == nil {
+		f.logger.Warn("fleet command failed", "slot", slot, "instance", id, "error", UserMessage(err))
+	}
+	return true, f.backoff
+}
+
+// run runs the command in inst, streaming its lines, while the VM's
+// deadline is renewed beside it.
+func (f *Fleet) run(ctx context.Context, slot int, inst *instance) (int, error) {
+	cmdCtx := ctx
+	if f.opts.Timeout > 0 {
+		var cancel context.CancelFunc
+		cmdCtx, cancel = context.WithTimeout(ctx, f.opts.Timeout)
+		defer cancel()
+	}
+	renewCtx, stopRenewing := context.WithCancel(ctx)
+	renewed := make(chan struct{})
+	go func() {
+		defer close(renewed)
+		f.keepAlive(renewCtx, inst.InstanceID())
+	}()
+	defer func() {
+		stopRenewing()
+		<-renewed
+	}()
+	id := inst.InstanceID()
+	emit := func(s OutputStream) *lineSplitter {
+		return &lineSplitter{max: maxLineBytes, emit: func(line string) {
+			if f.opts.OnOutput != nil {
+				f.opts.OnOutput(FleetOutput{Slot: slot, Instance: id, Stream: s, Line: line})
+			}
+		}}
+	}
+	stdout, stderr := emit(StreamStdout), emit(StreamStderr)
+	rc := newRemote(f.d.client, f.logger, inst, workloadEnv(f.d.cfg.Env, nil))
+	code, err := f.d.client.RunCommand(cmdCtx, rc.endpoint, rc.request([]string{"sh", "-c", f.opts.Script}), func(s OutputStream, data []byte) {
+		if s == StreamStdout {
+			stdout.write(data)
+		} else {
+			stderr.write(data)
+		}
+	})
+	stdout.flush()
+	stderr.flush()
+	if errors.Is(cmdCtx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
+		return -1, fmt.Errorf("%w after %s (the fleet's --timeout)", ErrTimeout, f.opts.Timeout)
+	}
+	return code, err
+}
+
+// keepAlive renews the VM's deadline to at least fleetDeadline from now,
+// a few times per deadline, until ctx ends.
+func (f *Fleet) keepAlive(ctx context.Context, id string) {
+	tick := time.NewTicker(f.renewEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			_, err := f.d.client.ExtendInstance(ctx, &ExtendInstanceRequest{InstanceID: id, EnsureMinimum: ProtoDuration(fleetDeadline)})
+			if err != nil && ctx.Err() == nil {
+				f.logger.Warn("fleet: could not renew a VM's deadline; it may die while its command runs", "instance", id, "error", err)
+			}
+		}
+	}
+}
+
+func (f *Fleet) bootFailed(stop context.CancelFunc, slot int, id string, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.bootFailures++
+	f.logger.Warn("fleet boot failed", "slot", slot, "instance", id, "reason", UserMessage(err), "inARow", f.bootFailures)
+	if f.bootFailures >= fleetMaxBootFailures && f.fatal == nil {
+		f.fatal = fmt.Errorf("%w: %d VMs in a row failed to boot; the last: %s", ErrFleetFailed, f.bootFailures, UserMessage(err))
+		stop()
+	}
+}
+
+func (f *Fleet) bootOK() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.bootFailures = 0
+}
+
+func (f *Fleet) apiError(stop context.CancelFunc, slot int, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	now := time.Now()
+	if f.apiErrSince.IsZero() {
+		f.apiErrSince = now
+	}
+	f.logger.Warn("fleet API error", "slot", slot, "error", UserMessage(err))
+	if now.Sub(f.apiErrSince) >= fleetMaxAPIErrors && f.fatal == nil {
+		f.fatal = fmt.Errorf("%w: the Namespace API has failed for %s; the last error: %s", ErrFleetFailed, fleetMaxAPIErrors, UserMessage(err))
+		stop()
+	}
+}
+
+func (f *Fleet) apiOK() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.apiErrSince = time.Time{}
+}
+
+// sleepCtx waits d, or less when ctx ends; it reports whether ctx is live.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-timer.C:
+		return true
+	}
+}
+
+// minLevel drops records below a level.
+type minLevel struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.min && h.Handler.Enabled(ctx, l)
+}
+
+func (h minLevel) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return minLevel{h.Handler.WithAttrs(attrs), h.min}
+}
+
+func (h minLevel) WithGroup(name string) slog.Handler {
+	return minLevel{h.Handler.WithGroup(name), h.min}
+}
