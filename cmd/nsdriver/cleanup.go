@@ -12,7 +12,8 @@ import (
 const cleanupUsage = `Usage: nsdriver cleanup [flags]
 
 Destroys instances labelled nsdriver/managed-by=nsdriver that were created
-longer ago than --older-than: what a killed process left behind.
+longer ago than --older-than: what a killed process left behind. Warm-pool
+and fleet VMs only with --include-pool and --include-fleet.
 
 Flags:
 `
@@ -23,6 +24,7 @@ func cmdCleanup(ctx context.Context, args []string, stdout, stderr io.Writer) (i
 	c := newCommon("cleanup", cleanupUsage, connectionKeys)
 	olderThan := c.fs.Duration("older-than", 30*time.Minute, "only instances created longer ago than this")
 	includePool := c.fs.Bool("include-pool", false, "also destroy warm-pool instances")
+	includeFleet := c.fs.Bool("include-fleet", false, "also destroy fleet VMs (they may be busy workers)")
 	dryRun := c.fs.Bool("dry-run", false, "list what would be destroyed; destroy nothing")
 	if done, err := c.parse(args, stdout); done || err != nil {
 		return 0, err
@@ -55,7 +57,8 @@ func cmdCleanup(ctx context.Context, args []string, stdout, stderr io.Writer) (i
 	for _, m := range instances {
 		age := now.Sub(m.CreatedAt.Time)
 		isPool := m.LabelValue("nsdriver/pool") != ""
-		if m.Status.Gone() || (isPool && !*includePool) {
+		isFleet := m.LabelValue("nsdriver/fleet") != ""
+		if m.Status.Gone() || (isPool && !*includePool) || (isFleet && !*includeFleet) {
 			continue
 		}
 		if age < *olderThan {

@@ -1,0 +1,120 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+
+	"github.com/swamp-club/nsdriver"
+)
+
+// nsdriver fleet: keep N VMs each running a command once (swamp workers,
+// CI runners, any agent that dials out), replacing each as it exits.
+
+const fleetUsage = `Usage: nsdriver fleet --size N [--total M] [flags] -- ARGS…
+
+Keeps N fresh Namespace VMs each running the command once; when one
+exits, its VM is destroyed and another takes its place, until M commands
+have run (default: no limit). Output streams here, each line prefixed with
+its VM's slot. A command has no time limit unless --timeout is given.
+Secrets: --env-from-host NAME passes a variable of this shell to the
+command, never in argv, output, logs or the VM's stored spec.
+SIGINT/SIGTERM destroys every VM (exit 130). Exit 0 after M commands;
+125 when the fleet cannot work (3 failed boots in a row, or API errors
+for 2 minutes).
+
+Flags:
+`
+
+// fleetKeys are the driverConfig keys a fleet uses.
+var fleetKeys = []string{"token", "tokenFile", "region", "endpoint", "machineType", "arch", "bare", "image"}
+
+func cmdFleet(ctx context.Context, args []string, stdout, stderr io.Writer) (int, error) {
+	c := newCommon("fleet", fleetUsage, fleetKeys)
+	c.fs.Var(c.env, "env", "command environment `KEY=VALUE` (repeatable; values never logged)")
+	c.fs.Var(c.labels, "label", "extra instance label `KEY=VALUE` (repeatable)")
+	c.fs.BoolVar(&c.quiet, "quiet", false, "no progress lines on stderr")
+	size := c.fs.Int("size", 0, "VMs running at once (a ceiling: the workspace quota may allow fewer)")
+	total := c.fs.Int("total", 0, "commands to run in all (0: no limit)")
+	timeout := c.fs.Duration("timeout", 0, "limit on each command, e.g. 2h (0: none)")
+	var fromHost []string
+	c.fs.Func("env-from-host", "pass this shell's variable `NAME` to the command (repeatable; the value stays secret)", func(name string) error {
+		fromHost = append(fromHost, name)
+		return nil
+	})
+	if done, err := c.parse(args, stdout); done || err != nil {
+		return 0, err
+	}
+	if c.fs.NArg() == 0 || *size < 1 {
+		return 0, usageError{"fleet needs --size N and a command: nsdriver fleet --size N [--total M] -- ARGS…\n\n" + fleetUsage + flagList(c.fs)}
+	}
+	cfg, err := c.config()
+	if err != nil {
+		return 0, err
+	}
+	for _, name := range fromHost {
+		value, ok := os.LookupEnv(name)
+		if !ok {
+			return 0, usageError{fmt.Sprintf("--env-from-host %s: %s is not set in this environment", name, name)}
+		}
+		if cfg.Env == nil {
+			cfg.Env = map[string]string{}
+		}
+		cfg.Env[name] = value
+	}
+	tgt, err := c.connect(&cfg, false, stderr, "fleet")
+	if err != nil {
+		return 0, err
+	}
+	defer tgt.close()
+	fleet, err := nsdriver.NewFleet(cfg, nsdriver.FleetOptions{
+		Size: *size, Total: *total, Script: shellJoin(c.fs.Args()), Timeout: *timeout,
+		OnOutput: c.fleetOutput(stdout, stderr),
+	}, nsdriver.WithLogger(c.logger(stderr, true, tgt)))
+	if err != nil {
+		if errors.Is(err, nsdriver.ErrInvalidRequest) || errors.Is(err, nsdriver.ErrInvalidConfig) {
+			return 0, usageError{err.Error()}
+		}
+		return 0, err
+	}
+	err = fleet.Run(ctx)
+	switch {
+	case err == nil:
+		return exitOK, nil
+	case ctx.Err() != nil:
+		c.notice(stderr, "interrupted; every fleet VM was destroyed")
+		return exitInterrupted, nil
+	}
+	fmt.Fprintf(stderr, "nsdriver: %s\n", nsdriver.UserMessage(err))
+	return exitDriver, nil
+}
+
+// fleetOutput writes the commands' lines as they arrive, prefixed with
+// their slot (or as JSON lines), one whole line at a time.
+func (c *common) fleetOutput(stdout, stderr io.Writer) func(nsdriver.FleetOutput) {
+	var mu sync.Mutex
+	if c.jsonLogs {
+		out := slog.New(slog.NewJSONHandler(stdout, nil)).With("source", "workload")
+		errOut := slog.New(slog.NewJSONHandler(stderr, nil)).With("source", "workload")
+		return func(o nsdriver.FleetOutput) {
+			l := out
+			if o.Stream == nsdriver.StreamStderr {
+				l = errOut
+			}
+			l.Info(o.Line, "slot", o.Slot, "instance", o.Instance, "stream", string(o.Stream))
+		}
+	}
+	return func(o nsdriver.FleetOutput) {
+		mu.Lock()
+		defer mu.Unlock()
+		w := stdout
+		if o.Stream == nsdriver.StreamStderr {
+			w = stderr
+		}
+		fmt.Fprintf(w, "[slot %d] %s\n", o.Slot, o.Line)
+	}
+}
