@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"unicode/utf8"
 )
 
 // maxErrorStderr is how much of a failed command's stderr its error keeps.
@@ -58,7 +59,7 @@ func (x *execution) runCommandMode(ctx context.Context, stdin func() ([]byte, er
 	}
 	outputs := []DriverOutput{{
 		Kind: "pending", SpecName: specName, Name: specName, Type: OutputResource, Content: out.stdout.Bytes(),
-		Metadata: map[string]any{"exitCode": out.exitCode, "command": script, "durationMs": out.duration.Milliseconds(), "stderr": out.stderr.String()},
+		Metadata: commandMetadata(script, out),
 	}}
 	if fileSpec := x.req.FileSpecs.FirstName(); fileSpec != "" {
 		var parts []string
@@ -95,4 +96,20 @@ func (x *execution) readStdin() (wait func() ([]byte, error)) {
 		<-done
 		return data, err
 	}
+}
+
+// maxEchoedCommand is how much of the script metadata.command repeats; a
+// longer one keeps a prefix, and commandBytes says how long it was.
+const maxEchoedCommand = 4096
+
+func commandMetadata(script string, out *streamed) map[string]any {
+	m := map[string]any{"exitCode": out.exitCode, "command": script, "durationMs": out.duration.Milliseconds(), "stderr": out.stderr.String()}
+	if len(script) > maxEchoedCommand {
+		cut := maxEchoedCommand
+		for cut > 0 && !utf8.RuneStart(script[cut]) {
+			cut-- // never split a character
+		}
+		m["command"], m["commandBytes"] = script[:cut]+"…", len(script)
+	}
+	return m
 }

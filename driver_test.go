@@ -13,6 +13,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/swamp-club/nsdriver/internal/denotest"
 
@@ -426,5 +427,20 @@ func TestFailedResultKeepsExitCode(t *testing.T) {
 	res = env.driver.Execute(context.Background(), commandRequest("true"), Callbacks{})
 	if raw, _ := json.Marshal(res.Metadata); !strings.Contains(string(raw), `"exitCode":0`) {
 		t.Fatalf("success metadata %s", raw)
+	}
+}
+
+// A long script is not echoed whole in metadata.command.
+func TestLongScriptNotEchoed(t *testing.T) {
+	env := newTestEnv(t, Config{}, nsemu.Options{})
+	script := "# " + strings.Repeat("é", 100<<10) + "\necho ok"
+	res := env.driver.Execute(context.Background(), commandRequest(script), Callbacks{})
+	if res.Status != ResultSuccess {
+		t.Fatalf("result %s", res.Error)
+	}
+	m := res.Outputs[0].Metadata
+	cmd, _ := m["command"].(string)
+	if len(cmd) > maxEchoedCommand+len("…") || !strings.HasSuffix(cmd, "…") || !utf8.ValidString(cmd) || m["commandBytes"] != len(script) {
+		t.Fatalf("command of %d bytes, commandBytes %v", len(cmd), m["commandBytes"])
 	}
 }
