@@ -2,10 +2,12 @@ package nsdriver
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"time"
 )
@@ -58,11 +60,44 @@ func NewClient(opts ...ClientOption) (*Client, error) {
 }
 
 // defaultTransport is shared so that every Client reuses warm connections.
-var defaultTransport http.RoundTripper = func() http.RoundTripper {
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.MaxIdleConnsPerHost = 64
-	return t
-}()
+var defaultTransport = newTransport(nil, nil)
+
+// maxDialsPerHost bounds the TLS dials in progress to one host. Namespace
+// speaks HTTP/2 over TLS, where this is all MaxConnsPerHost limits: a burst
+// of calls waits for a connection being set up and multiplexes on it,
+// instead of each dialing its own (a thousand at once ran out of file
+// descriptors). An https endpoint that only spoke HTTP/1.1 would be capped
+// at this many calls in flight.
+const maxDialsPerHost = 16
+
+// newTransport makes the client's round tripper: HTTPS through a transport
+// that shares HTTP/2 connections, plain http (the local emulator, HTTP/1.1,
+// where a connection cap would cap the calls in flight) through one
+// without a cap. tlsConfig and dial are for tests (nil: the defaults).
+func newTransport(tlsConfig *tls.Config, dial func(ctx context.Context, network, addr string) (net.Conn, error)) http.RoundTripper {
+	plain := http.DefaultTransport.(*http.Transport).Clone()
+	plain.MaxIdleConnsPerHost = 64
+	if dial != nil {
+		plain.DialContext = dial
+	}
+	secure := plain.Clone()
+	secure.ForceAttemptHTTP2 = true
+	secure.MaxConnsPerHost = maxDialsPerHost
+	if tlsConfig != nil {
+		secure.TLSClientConfig = tlsConfig
+	}
+	return schemeTransport{secure: secure, plain: plain}
+}
+
+// schemeTransport sends https requests through secure, others through plain.
+type schemeTransport struct{ secure, plain http.RoundTripper }
+
+func (t schemeTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Scheme == "https" {
+		return t.secure.RoundTrip(req)
+	}
+	return t.plain.RoundTrip(req)
+}
 
 // Endpoint is the ComputeService base URL in use.
 func (c *Client) Endpoint() string { return c.endpoint }

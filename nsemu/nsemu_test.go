@@ -348,3 +348,31 @@ func TestNewHandlerEmbeds(t *testing.T) {
 		t.Fatalf("%v %v", resp, err)
 	}
 }
+
+// Over TLS the emulator speaks HTTP/2, and many calls share a connection.
+func TestTLSServesHTTP2(t *testing.T) {
+	srv, err := Start(Options{TLS: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	if !strings.HasPrefix(srv.URL(), "https://127.0.0.1:") || len(srv.CertPEM()) == 0 {
+		t.Fatalf("url %s", srv.URL())
+	}
+	hc := srv.Client()
+	compute := computev1betaconnect.NewComputeServiceClient(hc, srv.URL(), connect.WithProtoJSON())
+	h := &harness{srv: srv, token: srv.Token(), compute: compute}
+	resp := h.running(t)
+	req, _ := http.NewRequest("POST", srv.URL()+"/namespace.cloud.compute.v1beta.ComputeService/DescribeInstance",
+		strings.NewReader(`{"instanceId":"`+resp.Metadata.InstanceId+`"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+srv.Token())
+	r, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Body.Close()
+	if r.ProtoMajor != 2 || r.StatusCode != 200 {
+		t.Fatalf("proto %s status %d", r.Proto, r.StatusCode)
+	}
+}

@@ -79,6 +79,10 @@ type Options struct {
 	// TenantTokenLife caps the life of issued tenant tokens (default: as
 	// requested, at most 1h), so tests can watch renewal.
 	TenantTokenLife time.Duration
+	// TLS serves HTTPS with HTTP/2 by ALPN and a fresh self-signed
+	// certificate (CertPEM, Client), as production does. Faults that drop
+	// a connection need HTTP/1.1 (an HTTP/2 stream cannot be hijacked).
+	TLS bool
 }
 
 // Server is a running emulator.
@@ -98,6 +102,7 @@ type Server struct {
 	faults    []Fault
 	counts    map[string]int
 	issued    map[string]time.Time // tenant tokens issued by the session exchange, with their expiry
+	certPEM   []byte               // the certificate, when serving TLS
 	calls     []Call
 	commands  []CommandRun
 	boots     int
@@ -136,6 +141,13 @@ func Start(opts Options) (*Server, error) {
 	if err != nil {
 		ln.Close()
 		return nil, err
+	}
+	if opts.TLS {
+		if err := s.serveTLS(ln); err != nil {
+			ln.Close()
+			return nil, err
+		}
+		return s, nil
 	}
 	s.url = "http://" + ln.Addr().String()
 	s.http = &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second}

@@ -35,24 +35,35 @@ func cmdEmulator(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	session := fs.String("session-token", "", "also serve the session exchange for this session token, and print NSC_TOKEN_FILE/NSC_IAM_ENDPOINT lines that go through the nsc login path")
 	boot := fs.Duration("boot", 0, "instance boot time, e.g. 300ms")
 	rtt := fs.Duration("rtt", 0, "latency added when a call starts, e.g. 25ms")
+	useTLS := fs.Bool("tls", false, "serve HTTPS (HTTP/2 by ALPN, as production) with a fresh self-signed certificate, and print an SSL_CERT_FILE line that trusts it")
 	if done, err := parseFlags(fs, args, stdout, emulatorUsage); done || err != nil {
 		return err
 	}
 	if err := checkLoopbackListen(*listen); err != nil {
 		return err
 	}
-	emu, err := nsemu.Start(nsemu.Options{Listen: *listen, Token: *token, SessionToken: *session, BootTime: *boot, RTT: *rtt, DefaultPath: emulatorPath()})
+	emu, err := nsemu.Start(nsemu.Options{Listen: *listen, Token: *token, SessionToken: *session, BootTime: *boot, RTT: *rtt,
+		DefaultPath: emulatorPath(), TLS: *useTLS})
 	if err != nil {
 		return err
 	}
 	defer emu.Close()
+	dir, err := os.MkdirTemp("", "nsdriver-emulator-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
 	exports := [][2]string{{"NSC_ENDPOINT", emu.URL()}}
-	if *session != "" {
-		dir, err := os.MkdirTemp("", "nsdriver-emulator-")
-		if err != nil {
+	if *useTLS {
+		// SSL_CERT_FILE replaces the system's roots for the pasted shell,
+		// which then trusts only the emulator.
+		pemFile := filepath.Join(dir, "emulator-cert.pem")
+		if err := os.WriteFile(pemFile, emu.CertPEM(), 0o644); err != nil {
 			return err
 		}
-		defer os.RemoveAll(dir)
+		exports = append(exports, [2]string{"SSL_CERT_FILE", pemFile})
+	}
+	if *session != "" {
 		file := filepath.Join(dir, "token.json")
 		if err := os.WriteFile(file, []byte(fmt.Sprintf("{\"session_token\": %q}\n", *session)), 0o600); err != nil {
 			return err

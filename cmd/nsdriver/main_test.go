@@ -661,3 +661,18 @@ func (b *lockedBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+// --tls serves HTTPS with HTTP/2; the pasted SSL_CERT_FILE line makes the
+// CLI trust it.
+func TestEmulatorTLS(t *testing.T) {
+	_, lines := startEmulator(t, 3, "--tls")
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "export NSC_ENDPOINT=https://127.0.0.1:") || !strings.HasPrefix(lines[1], "export SSL_CERT_FILE=") {
+		t.Fatalf("lines %q", lines)
+	}
+	if r := pasted(t, lines, "run --quiet -- echo over-tls"); r.code != 0 || r.stdout != "over-tls\n" {
+		t.Fatalf("%+v", r)
+	}
+	if r := pasted(t, lines[:1], "run --quiet --token x -- true"); r.code == 0 || !strings.Contains(r.stderr, "certificate") {
+		t.Fatalf("without the certificate: %+v", r)
+	}
+}
