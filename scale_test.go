@@ -1,14 +1,24 @@
 package nsdriver
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/swamp-club/nsdriver/nsemu"
 )
@@ -53,4 +63,141 @@ func TestBurstSharesConnectionsOverTLS(t *testing.T) {
 		t.Fatalf("%d failed; %d connections for 200 executions", failed.Load(), dials.Load())
 	}
 	t.Logf("200 executions over %d connections", dials.Load())
+}
+
+// BenchmarkInFlightTLS runs N executions at once through one Driver over
+// HTTPS against `nsdriver emulator --tls` in a separate process (so the
+// driver's own cost is what is measured), with this process limited to
+// 1024 file descriptors. N is NSDRIVER_BENCH_INFLIGHT (default 50; the
+// BENCHMARKS.md figures use 1000).
+func BenchmarkInFlightTLS(b *testing.B) {
+	n := 50
+	if v, err := strconv.Atoi(os.Getenv("NSDRIVER_BENCH_INFLIGHT")); err == nil && v > 0 {
+		n = v
+	}
+	endpoint, token, certPEM := separateTLSEmulator(b)
+	var limit syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &limit); err != nil {
+		b.Fatal(err)
+	}
+	lowered := limit
+	lowered.Cur = min(limit.Cur, 1024)
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lowered); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &limit) }()
+
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(certPEM)
+	var dials atomic.Int32
+	dialer := &net.Dialer{}
+	tr := newTransport(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, func(ctx context.Context, network, addr string) (net.Conn, error) {
+		dials.Add(1)
+		return dialer.DialContext(ctx, network, addr)
+	})
+	d, err := New(Config{Endpoint: endpoint, Token: token}, WithClientOptions(WithHTTPClient(&http.Client{Transport: tr})))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var errs, execs int
+	var peakHeap, baseHeap uint64
+	var peakGoroutines int
+	var cpu time.Duration
+	var durations []int64
+	b.ResetTimer()
+	for range b.N {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		baseHeap = ms.HeapAlloc
+		baseGoroutines := runtime.NumGoroutine()
+		stop := make(chan struct{})
+		sampled := make(chan struct{})
+		go func() { // peak live heap and goroutines while the burst runs
+			defer close(sampled)
+			tick := time.NewTicker(5 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				var ms runtime.MemStats
+				runtime.ReadMemStats(&ms)
+				peakHeap = max(peakHeap, ms.HeapAlloc)
+				peakGoroutines = max(peakGoroutines, runtime.NumGoroutine()-baseGoroutines)
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+				}
+			}
+		}()
+		before := cpuTime()
+		results := make([]ExecutionResult, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() { results[i] = d.Execute(context.Background(), commandRequest("true"), Callbacks{}) })
+		}
+		wg.Wait()
+		cpu += cpuTime() - before
+		close(stop)
+		<-sampled
+		for _, res := range results {
+			execs++
+			if res.Status != ResultSuccess {
+				errs++
+				b.Log(res.Error)
+				continue
+			}
+			durations = append(durations, res.DurationMs)
+		}
+	}
+	b.StopTimer()
+	slices.Sort(durations)
+	pct := func(p float64) float64 {
+		if len(durations) == 0 {
+			return 0
+		}
+		return float64(durations[min(len(durations)-1, int(p*float64(len(durations))))])
+	}
+	b.ReportMetric(float64(errs), "errors")
+	b.ReportMetric(float64(dials.Load())/float64(b.N), "conns/burst")
+	b.ReportMetric(float64(peakHeap-min(baseHeap, peakHeap))/float64(n)/1024, "peak-heap-KiB/exec")
+	b.ReportMetric(float64(peakGoroutines)/float64(n), "goroutines/exec")
+	b.ReportMetric(float64(cpu.Microseconds())/1000/float64(execs), "cpu-ms/exec")
+	b.ReportMetric(pct(0.5), "p50-ms")
+	b.ReportMetric(pct(0.99), "p99-ms")
+}
+
+// cpuTime is this process's user + system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// separateTLSEmulator builds the CLI and runs `nsdriver emulator --tls` in
+// its own process, unlimited, until the benchmark ends.
+func separateTLSEmulator(b *testing.B) (endpoint, token string, certPEM []byte) {
+	b.Helper()
+	dir := b.TempDir()
+	bin := filepath.Join(dir, "nsdriver")
+	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/nsdriver").CombinedOutput(); err != nil {
+		b.Fatalf("building nsdriver: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin, "emulator", "--tls")
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	exports := map[string]string{}
+	sc := bufio.NewScanner(stdout)
+	for len(exports) < 3 && sc.Scan() {
+		if k, v, ok := strings.Cut(strings.TrimPrefix(sc.Text(), "export "), "="); ok {
+			exports[k] = strings.Trim(v, "'")
+		}
+	}
+	pem, err := os.ReadFile(exports["SSL_CERT_FILE"])
+	if err != nil {
+		b.Fatalf("exports %v: %v", exports, err)
+	}
+	return exports["NSC_ENDPOINT"], exports["NAMESPACE_TOKEN"], pem
 }
