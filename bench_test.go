@@ -10,7 +10,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
@@ -345,28 +344,14 @@ func baseline(b *testing.B, e *benchEnv, image, installURL string, bundle []byte
 }
 
 // denoRegistry serves a gzipped tarball of the Deno binary, as the npm
-// registry serves @deno/linux-x64-glibc, from loopback. The tarball is
-// made once and kept in the user's cache. Loopback flatters the download;
-// the unpacking is real.
+// registry serves @deno/linux-x64-glibc, from loopback. Loopback flatters
+// the download; the unpacking is real.
 func denoRegistry(b *testing.B) string {
 	b.Helper()
 	deno := denoPath(b)
-	cache, err := os.UserCacheDir()
-	if err != nil {
-		cache = os.TempDir()
-	}
-	tgz := filepath.Join(cache, "nsdriver-bench", "deno-"+DenoVersion+".tgz")
-	if _, err := os.Stat(tgz); err != nil {
-		if err := os.MkdirAll(filepath.Dir(tgz), 0o755); err != nil {
-			b.Fatal(err)
-		}
-		tmp := tgz + ".tmp"
-		if out, err := exec.Command("tar", "-czf", tmp, "-C", filepath.Dir(deno), filepath.Base(deno)).CombinedOutput(); err != nil {
-			b.Fatalf("packing deno: %v %s", err, out)
-		}
-		if err := os.Rename(tmp, tgz); err != nil {
-			b.Fatal(err)
-		}
+	tgz := filepath.Join(b.TempDir(), "deno.tgz")
+	if out, err := exec.Command("tar", "-czf", tgz, "-C", filepath.Dir(deno), filepath.Base(deno)).CombinedOutput(); err != nil {
+		b.Fatalf("packing deno: %v %s", err, out)
 	}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { http.ServeFile(w, r, tgz) }))
 	b.Cleanup(srv.Close)
