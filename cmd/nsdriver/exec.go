@@ -1,8 +1,8 @@
 package main
 
 import (
+	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -27,9 +27,10 @@ func cmdExec(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	c := newCommon("exec", execUsage, nil)
 	progress := c.fs.Bool("progress", false, "driver progress on stderr")
 	writeResult := func(res nsdriver.ExecutionResult) {
-		enc := json.NewEncoder(stdout)
-		enc.SetEscapeHTML(false)
-		_ = enc.Encode(res)
+		// Streamed: a large output's base64 is never built whole in memory.
+		bw := bufio.NewWriterSize(stdout, 64<<10)
+		_ = res.WriteJSON(bw)
+		_ = bw.Flush()
 	}
 	failed := func(code int, msg string) (int, error) {
 		writeResult(nsdriver.ExecutionResult{Status: nsdriver.ResultError, Error: msg, Outputs: []nsdriver.DriverOutput{}, Logs: []string{}})
