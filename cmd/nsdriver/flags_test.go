@@ -1,0 +1,129 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/swamp-club/nsdriver"
+)
+
+// -h/--help prints usage to stdout and exits 0, for every subcommand, and
+// each lists only its own flags.
+func TestHelpEverywhere(t *testing.T) {
+	cases := map[string][2][]string{ // subcommand: {flags it lists, flags it must not}
+		"run":      {{"--machine-type", "--stdin", "--quiet", "--env"}, {"--older-than", "--progress"}},
+		"exec":     {{"--machine-type", "--progress"}, {"--older-than", "--stdin"}},
+		"cleanup":  {{"--older-than", "--token", "--endpoint", "--dry-run"}, {"--machine-type", "--image", "--warm-pool", "--env"}},
+		"emulator": {{"--listen", "--session-token"}, {"--machine-type"}},
+		"fleet":    {{"--size", "--total", "--timeout", "--env-from-host", "--machine-type", "--image"}, {"--warm-pool", "--max-output-bytes", "--bundle-image"}},
+		"schema":   {{}, {"--machine-type"}},
+		"version":  {{"--json"}, {"--machine-type"}},
+	}
+	for sub, flags := range cases {
+		for _, h := range []string{"-h", "--help"} {
+			r := nsd(t, "", sub, h)
+			if r.code != 0 || r.stderr != "" || !strings.HasPrefix(r.stdout, "Usage: nsdriver "+sub) {
+				t.Errorf("%s %s: %+v", sub, h, r)
+				continue
+			}
+			for _, f := range flags[0] {
+				if !strings.Contains(r.stdout, f+" ") {
+					t.Errorf("%s help lacks %s", sub, f)
+				}
+			}
+			for _, f := range flags[1] {
+				if strings.Contains(r.stdout, f+" ") {
+					t.Errorf("%s help lists %s", sub, f)
+				}
+			}
+		}
+	}
+	if r := nsd(t, "", "--help"); r.code != 0 || !strings.Contains(r.stdout, "nsdriver exec [flags] [FILE|-]") {
+		t.Errorf("top help: %+v", r)
+	}
+	if r := nsd(t, "", "version", "--json"); r.code != 0 || !strings.Contains(r.stdout, `"driverType":"@swamp/namespace"`) {
+		t.Errorf("version --json: %+v", r)
+	}
+}
+
+func TestDidYouMean(t *testing.T) {
+	r := nsd(t, "", "run", "--machine", "4x8", "--", "true")
+	if r.code != 2 || !strings.Contains(r.stderr, "unknown flag --machine; did you mean --machine-type?") {
+		t.Errorf("flag: %+v", r)
+	}
+	cfg := filepath.Join(t.TempDir(), "c.yaml")
+	_ = os.WriteFile(cfg, []byte("machine-type: 4x8\n"), 0o600)
+	r = nsd(t, "", "run", "--emulator", "--config", cfg, "--", "true")
+	if r.code != 2 || !strings.Contains(r.stderr, `"machine-type": unknown key; did you mean "machineType"?`) {
+		t.Errorf("config key: %+v", r)
+	}
+	if r := nsd(t, "", "exce"); r.code != 2 || !strings.Contains(r.stderr, `did you mean "exec"?`) {
+		t.Errorf("command: %+v", r)
+	}
+}
+
+func TestTimeoutFlagNeedsAUnit(t *testing.T) {
+	r := nsd(t, "", "run", "--emulator", "--timeout", "5", "--", "true")
+	if r.code != 2 || !strings.Contains(r.stderr, "--timeout 5 needs a unit, e.g. 5s or 5m") {
+		t.Fatalf("%+v", r)
+	}
+	if r := nsd(t, "", "run", "--emulator", "--quiet", "--timeout", "30s", "--", "echo ok"); r.code != 0 || r.stdout != "ok\n" {
+		t.Fatalf("with a unit: %+v", r)
+	}
+	cfg := filepath.Join(t.TempDir(), "c.json")
+	_ = os.WriteFile(cfg, []byte(`{"timeout": 30000}`), 0o600) // a config file keeps milliseconds
+	if r := nsd(t, "", "run", "--emulator", "--quiet", "--config", cfg, "--", "echo ok"); r.code != 0 {
+		t.Fatalf("config ms: %+v", r)
+	}
+}
+
+func TestExecReadsFile(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "req.json")
+	_ = os.WriteFile(file, []byte(`{"methodName":"m","methodArgs":{"run":"echo from-file"}}`), 0o600)
+	r := nsd(t, `{"methodName":"m","methodArgs":{"run":"echo from-stdin"}}`, "exec", "--emulator", file)
+	var res nsdriver.ExecutionResult
+	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || r.code != 0 || string(res.Outputs[0].Content) != "from-file\n" {
+		t.Fatalf("%+v %v", r, err)
+	}
+	r = nsd(t, "", "exec", "--emulator", filepath.Join(t.TempDir(), "missing.json"))
+	if r.code != 2 || !strings.Contains(r.stdout, `"status":"error"`) || !strings.Contains(r.stderr, "missing.json") {
+		t.Fatalf("missing file: %+v", r)
+	}
+}
+
+// A failed result keeps the exit code and the stderr tail.
+func TestExecFailedResultHasExitCode(t *testing.T) {
+	r := nsd(t, `{"methodName":"m","methodArgs":{"run":"echo disk full >&2; exit 3"}}`, "exec", "--emulator")
+	var res struct {
+		Error    string
+		Metadata struct{ ExitCode *int }
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || r.code != 1 || res.Error != "disk full" || res.Metadata.ExitCode == nil || *res.Metadata.ExitCode != 3 {
+		t.Fatalf("%+v %+v %v", r, res, err)
+	}
+}
+
+func TestRunStdin(t *testing.T) {
+	r := nsd(t, "1\n2\n3\n4\n5\n", "run", "-i", "--quiet", "--", "wc -l")
+	if r.code != 0 || strings.TrimSpace(r.stdout) != "5" {
+		t.Fatalf("-i: %+v", r)
+	}
+	r = nsd(t, "ignored\n", "run", "--quiet", "--", "cat; echo done")
+	if r.code != 0 || r.stdout != "done\n" || strings.Count(r.stderr, "stdin is not sent to the command; pass -i") != 1 {
+		t.Fatalf("without -i: %+v", r)
+	}
+	big := filepath.Join(t.TempDir(), "big")
+	f, _ := os.Create(big)
+	_ = f.Truncate(nsdriver.MaxStdinBytes + 1)
+	f.Close()
+	cmd := exec.Command(binary, "run", "-i", "--", "wc -c")
+	cmd.Stdin, _ = os.Open(big)
+	out, err := cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(string(out), "over the 16 MiB cap") || strings.Contains(string(out), "creating") {
+		t.Fatalf("oversized file: %v %s", err, out)
+	}
+}

@@ -1,0 +1,127 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/swamp-club/nsdriver/nsemu"
+)
+
+// standInSwamp puts a `swamp` on a PATH for the emulator's images: it
+// prints its arguments and its SWAMP_* variables' names, sleeps, exits.
+func standInSwamp(t *testing.T, sleep string) string {
+	t.Helper()
+	dir := t.TempDir()
+	script := "#!/bin/sh\necho \"swamp $*\"\nenv | cut -d= -f1 | grep SWAMP_ | sort\necho started >&2\nsleep " + sleep + "\n"
+	if err := os.WriteFile(filepath.Join(dir, "swamp"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir + string(os.PathListSeparator) + os.Getenv("PATH")
+}
+
+const cliFleetSecret = "enroll-token.value-never-shown-4e1f"
+
+func TestFleetCommand(t *testing.T) {
+	emu, err := nsemu.Start(nsemu.Options{DefaultPath: standInSwamp(t, "0.1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer emu.Close()
+	cmd := exec.Command(binary, "fleet", "--endpoint", emu.URL(), "--token", emu.Token(), "--size", "2", "--total", "5",
+		"--env-from-host", "SWAMP_WORKER_TOKEN", "--env", "SWAMP_ORCHESTRATOR_URL=wss://orch:4000",
+		"--", "swamp", "worker", "connect", "--max-dispatches", "1", "--idle-timeout", "5m")
+	cmd.Env = append(os.Environ(), "SWAMP_WORKER_TOKEN="+cliFleetSecret)
+	r := runCmd(t, cmd)
+	if r.code != 0 || strings.Count(r.stdout, "] swamp worker connect --max-dispatches 1 --idle-timeout 5m") != 5 ||
+		strings.Count(r.stdout, "] SWAMP_WORKER_TOKEN") != 5 || strings.Count(r.stderr, "the command exited 0") != 5 {
+		t.Fatalf("%+v", r)
+	}
+	if len(emu.Instances()) != 5 || len(emu.LiveInstances()) != 0 {
+		t.Fatalf("%d VMs, live %v", len(emu.Instances()), emu.LiveInstances())
+	}
+	for _, where := range []string{r.stdout, r.stderr} {
+		if strings.Contains(where, cliFleetSecret) {
+			t.Fatal("the secret reached the CLI's output")
+		}
+	}
+	for _, inst := range emu.Instances() {
+		if strings.Contains(inst.Spec, cliFleetSecret) || strings.Contains(fmt.Sprint(inst.Labels), cliFleetSecret) {
+			t.Fatal("the secret is in an instance's stored spec or labels")
+		}
+	}
+	for _, c := range emu.Commands() {
+		if strings.Contains(strings.Join(c.Argv, " "), cliFleetSecret) {
+			t.Fatalf("the secret is in argv %q", c.Argv)
+		}
+	}
+	if r := nsd(t, "", "fleet", "--emulator", "--size", "1", "--env-from-host", "NSDRIVER_UNSET_VARIABLE", "--", "true"); r.code != 2 ||
+		!strings.Contains(r.stderr, "NSDRIVER_UNSET_VARIABLE is not set") {
+		t.Fatalf("unset variable: %+v", r)
+	}
+}
+
+// SIGTERM mid-run stops launching, destroys every VM and exits 130; cleanup
+// leaves fleet VMs alone unless --include-fleet.
+func TestFleetSIGTERMAndCleanup(t *testing.T) {
+	emu, err := nsemu.Start(nsemu.Options{DefaultPath: standInSwamp(t, "30")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer emu.Close()
+	flags := []string{"--endpoint", emu.URL(), "--token", emu.Token()}
+	cmd := exec.Command(binary, append(append([]string{"fleet"}, flags...), "--size", "2", "--", "swamp", "worker", "connect")...)
+	stderr := &lockedBuffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for strings.Count(stderr.String(), "ready after") < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("two VMs never ran: %s", stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Cleanup now: the busy fleet VMs are left alone by default.
+	if r := nsd(t, "", append([]string{"cleanup", "--older-than", "0s"}, flags...)...); r.code != 0 || len(emu.LiveInstances()) != 2 {
+		t.Fatalf("cleanup touched fleet VMs: %+v %v", r, emu.LiveInstances())
+	}
+	if r := nsd(t, "", append([]string{"cleanup", "--older-than", "0s", "--include-fleet", "--dry-run"}, flags...)...); strings.Count(r.stdout, "would destroy") != 2 {
+		t.Fatalf("--include-fleet: %+v", r)
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	err = cmd.Wait()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 130 {
+		t.Fatalf("exit %v: %s", err, stderr.String())
+	}
+	if live := emu.LiveInstances(); len(live) != 0 {
+		t.Fatalf("live after SIGTERM: %v", live)
+	}
+}
+
+// lockedBuffer is a bytes.Buffer a running process may write to while the
+// test reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
