@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-
-	"github.com/swamp-club/nsdriver/internal/suggest"
 )
 
 // Help and flag errors, the same for every subcommand: -h/--help prints the
@@ -38,7 +36,7 @@ func flagProblem(fs *flag.FlagSet, err error) string {
 	name = strings.TrimPrefix(name, "-")
 	var names []string
 	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
-	if s := suggest.Closest(name, names); s != "" {
+	if s := closestName(name, names); s != "" {
 		return fmt.Sprintf("unknown flag --%s; did you mean --%s?", name, s)
 	}
 	return fmt.Sprintf("unknown flag --%s", name)

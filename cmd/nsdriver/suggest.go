@@ -1,13 +1,13 @@
-// Package suggest finds the name someone probably meant: "did you mean".
-package suggest
+// Did you mean: the name someone probably meant.
+package main
 
 import "strings"
 
-// Closest returns the candidate closest to name, or "" when none is close:
+// closestName returns the candidate closest to name, or "" when none is close:
 // the same letters once case, '-' and '_' are set aside (machine-type for
 // machineType), a candidate that starts with name (machine for
 // machine-type), or one within a few edits.
-func Closest(name string, candidates []string) string {
+func closestName(name string, candidates []string) string {
 	norm := func(s string) string {
 		return strings.ToLower(strings.NewReplacer("-", "", "_", "").Replace(s))
 	}

@@ -1,4 +1,4 @@
-package suggest
+package main
 
 import "testing"
 
@@ -21,8 +21,8 @@ func TestClosest(t *testing.T) {
 		{"", flags, ""},
 		{"x", flags, ""},
 	} {
-		if got := Closest(tc.name, tc.candidates); got != tc.want {
-			t.Errorf("Closest(%q) = %q, want %q", tc.name, got, tc.want)
+		if got := closestName(tc.name, tc.candidates); got != tc.want {
+			t.Errorf("closestName(%q) = %q, want %q", tc.name, got, tc.want)
 		}
 	}
 }
