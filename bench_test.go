@@ -325,7 +325,7 @@ func baseline(b *testing.B, e *benchEnv, image, installURL string, bundle []byte
 	}
 	dir := "${TMPDIR:-/tmp}/baseline-" + id
 	if installURL != "" {
-		run("sh", "-c", "mkdir -p "+dir+"/deno && curl -fsS "+installURL+" | tar -xzf - -C "+dir+"/deno")
+		run("sh", "-c", "mkdir -p "+dir+"/deno && { curl -fsS "+installURL+" 2>/dev/null || wget -qO- "+installURL+"; } | tar -xzf - -C "+dir+"/deno")
 	}
 	if bundle != nil {
 		// Uncompressed files, base64 in argv, as many calls as it takes.
