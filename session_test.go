@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -106,15 +107,20 @@ func TestSessionWithUnwritableCache(t *testing.T) {
 }
 
 // A token with less than minValidity left is renewed before use; a
-// hundred concurrent callers cause one exchange.
+// hundred concurrent callers cause one exchange. nsemu's clock issues the
+// first token 70 s in the past (so it already needs renewal), the later
+// ones from now (a 60 s margin, however slow the machine), with no sleep.
 func TestSessionRenewedBeforeExpiryOnceForManyCallers(t *testing.T) {
-	env := newSessionEnv(t, nsemu.Options{TenantTokenLife: minValidity + 2*time.Second})
+	var shift atomic.Int64
+	shift.Store(int64(-70 * time.Second))
+	env := newSessionEnv(t, nsemu.Options{TenantTokenLife: minValidity + time.Minute,
+		Clock: func() time.Time { return time.Now().Add(time.Duration(shift.Load())) }})
 	c := env.client(t)
 	ctx := context.Background()
 	if _, err := c.ListInstances(ctx, &ListInstancesRequest{}); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(2500 * time.Millisecond) // the token now has < minValidity left
+	shift.Store(0) // the first token now has 4 min 50 s left: below minValidity
 	concurrently(t, 100, func() error {
 		_, err := c.ListInstances(ctx, &ListInstancesRequest{})
 		return err
