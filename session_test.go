@@ -163,9 +163,10 @@ func TestSessionRenewedAfterUnauthenticated(t *testing.T) {
 }
 
 // If the exchange fails while the current token is still valid, the
-// current one is used; once it has expired, the failure is reported.
+// current one is used: here it has 2 minutes left, inside the renewal
+// window, so every call tries to renew and fails.
 func TestSessionKeepsValidTokenWhenExchangeFails(t *testing.T) {
-	env := newSessionEnv(t, nsemu.Options{TenantTokenLife: 3 * time.Second})
+	env := newSessionEnv(t, nsemu.Options{TenantTokenLife: 2 * time.Minute})
 	c := env.client(t)
 	ctx := context.Background()
 	if _, err := c.ListInstances(ctx, &ListInstancesRequest{}); err != nil {
@@ -175,7 +176,21 @@ func TestSessionKeepsValidTokenWhenExchangeFails(t *testing.T) {
 	if _, err := c.ListInstances(ctx, &ListInstancesRequest{}); err != nil {
 		t.Fatalf("a still-valid token was not used: %v", err)
 	}
-	time.Sleep(3 * time.Second)
+	if env.exchanges() != 2 {
+		t.Fatalf("%d exchanges; the second call should have tried to renew", env.exchanges())
+	}
+}
+
+// Once the token has expired, a failing exchange is reported.
+func TestSessionReportsFailedExchangeAfterExpiry(t *testing.T) {
+	env := newSessionEnv(t, nsemu.Options{TenantTokenLife: time.Second})
+	c := env.client(t)
+	ctx := context.Background()
+	if _, err := c.ListInstances(ctx, &ListInstancesRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	env.emu.InjectFault(nsemu.Fault{Method: "IssueTenantTokenFromSession", Code: 13, Count: -1})
+	time.Sleep(1100 * time.Millisecond)
 	_, err := c.ListInstances(ctx, &ListInstancesRequest{})
 	if err == nil || !strings.Contains(err.Error(), "exchanging the nsc login session") {
 		t.Fatalf("after expiry: %v", err)
