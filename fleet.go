@@ -316,18 +316,6 @@ func (f *Fleet) apiOK() {
 	f.apiErrSince = time.Time{}
 }
 
-// sleepCtx waits d, or less when ctx ends; it reports whether ctx is live.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-timer.C:
-		return true
-	}
-}
-
 // minLevel drops records below a level.
 type minLevel struct {
 	slog.Handler

@@ -119,13 +119,9 @@ func (m *instances) reclaim(ctx context.Context, createID string) {
 			}
 			return
 		}
-		timer := time.NewTimer(m.client.t.retry.backoff(attempt))
-		select {
-		case <-ctx.Done():
-			timer.Stop()
+		if !sleepCtx(ctx, m.client.t.retry.backoff(attempt)) {
 			m.logger.Info("no instance of the lost create turned up", "createId", createID)
 			return
-		case <-timer.C:
 		}
 	}
 }

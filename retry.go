@@ -146,13 +146,21 @@ func (t *transport) call(ctx context.Context, p procedure, attempt func(token st
 		}
 		wait := t.retry.backoff(try)
 		t.logger.Debug("retrying Namespace API call", "procedure", p.path, "attempt", try+2, "after", wait, "error", err)
-		timer := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			timer.Stop()
+		if !sleepCtx(ctx, wait) {
 			return withContextErr(err, ctx)
-		case <-timer.C:
 		}
+	}
+}
+
+// sleepCtx waits d, or less when ctx ends; it reports whether ctx is live.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-timer.C:
+		return true
 	}
 }
 
