@@ -13,122 +13,94 @@ import (
 // content is base64-encoded straight to w instead of into a copy of the
 // whole document, so a 64 MiB result costs no second 85 MiB in memory.
 func (r ExecutionResult) WriteJSON(w io.Writer) error {
-	bw := &errWriter{w: w}
-	bw.str(`{"status":`)
-	bw.json(r.Status)
+	jw := &jsonWriter{w: w}
+	jw.str(`{"status":`)
+	jw.value(r.Status)
 	if r.Error != "" {
-		bw.str(`,"error":`)
-		bw.json(r.Error)
+		jw.str(`,"error":`)
+		jw.value(r.Error)
 	}
-	bw.str(`,"outputs":`)
+	jw.str(`,"outputs":`)
 	if r.Outputs == nil {
-		bw.str("null")
+		jw.str("null")
 	} else {
-		bw.str("[")
+		jw.str("[")
 		for i, o := range r.Outputs {
 			if i > 0 {
-				bw.str(",")
+				jw.str(",")
 			}
-			writeOutput(bw, o)
+			jw.output(o)
 		}
-		bw.str("]")
+		jw.str("]")
 	}
-	bw.str(`,"logs":`)
-	bw.json(r.Logs)
-	bw.str(`,"durationMs":` + strconv.FormatInt(r.DurationMs, 10))
+	jw.str(`,"logs":`)
+	jw.value(r.Logs)
+	jw.str(`,"durationMs":` + strconv.FormatInt(r.DurationMs, 10))
 	if r.Metadata != nil {
-		bw.str(`,"metadata":`)
-		bw.json(r.Metadata)
+		jw.str(`,"metadata":`)
+		jw.value(r.Metadata)
 	}
-	bw.str("}\n")
-	return bw.err
+	jw.str("}\n")
+	return jw.err
 }
 
-// writeOutput writes one DriverOutput in its field order, the content
-// encoded as it is written.
-func writeOutput(bw *errWriter, o DriverOutput) {
-	head := struct {
+// jsonWriter writes to w until the first error, which it keeps.
+type jsonWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (j *jsonWriter) Write(p []byte) (int, error) {
+	if j.err != nil {
+		return 0, j.err
+	}
+	n, err := j.w.Write(p)
+	j.err = err
+	return n, err
+}
+
+func (j *jsonWriter) str(s string) { _, _ = j.Write([]byte(s)) }
+
+// encode is v as encoding/json writes it with HTML escaping off.
+func (j *jsonWriter) encode(v any) []byte {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil && j.err == nil {
+		j.err = err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
+}
+
+func (j *jsonWriter) value(v any) { _, _ = j.Write(j.encode(v)) }
+
+// output writes one DriverOutput in its field order, the content encoded
+// as it is written.
+func (j *jsonWriter) output(o DriverOutput) {
+	head := j.encode(struct {
 		Kind     string `json:"kind"`
 		SpecName string `json:"specName"`
 		Name     string `json:"name"`
 		Type     string `json:"type"`
-	}{o.Kind, o.SpecName, o.Name, o.Type}
-	bw.json(head)
-	bw.back() // reopen the object
+	}{o.Kind, o.SpecName, o.Name, o.Type})
+	_, _ = j.Write(bytes.TrimSuffix(head, []byte("}"))) // the object goes on
 	if o.Content == nil {
-		bw.str(`,"content":null`)
+		j.str(`,"content":null`)
 	} else {
-		bw.str(`,"content":"`)
-		if bw.err == nil {
-			enc := base64.NewEncoder(base64.StdEncoding, bw)
-			_, _ = enc.Write(o.Content)
-			_ = enc.Close()
-		}
-		bw.str(`"`)
+		j.str(`,"content":"`)
+		enc := base64.NewEncoder(base64.StdEncoding, j)
+		_, _ = enc.Write(o.Content)
+		_ = enc.Close()
+		j.str(`"`)
 	}
-	tail := struct {
+	tail := j.encode(struct {
 		Tags     map[string]string `json:"tags,omitempty"`
 		Metadata map[string]any    `json:"metadata,omitempty"`
-	}{o.Tags, o.Metadata}
-	var b bytes.Buffer
-	bw.marshal(&b, tail)
-	if rest := bytes.TrimPrefix(b.Bytes(), []byte("{")); len(rest) > 1 {
-		bw.str(",")
-		bw.bytes(rest)
+	}{o.Tags, o.Metadata})
+	if rest := bytes.TrimPrefix(tail, []byte("{")); len(rest) > 1 {
+		j.str(",")
+		_, _ = j.Write(rest)
 	} else {
-		bw.str("}")
-	}
-}
-
-// errWriter keeps the first write error and writes nothing after it; it
-// holds back an object's closing brace so that fields can follow.
-type errWriter struct {
-	w       io.Writer
-	err     error
-	pending []byte // encoded JSON not written yet
-}
-
-func (e *errWriter) Write(p []byte) (int, error) {
-	e.flush()
-	if e.err != nil {
-		return 0, e.err
-	}
-	n, err := e.w.Write(p)
-	e.err = err
-	return n, err
-}
-
-func (e *errWriter) flush() {
-	if len(e.pending) > 0 && e.err == nil {
-		_, e.err = e.w.Write(e.pending)
-	}
-	e.pending = nil
-}
-
-func (e *errWriter) str(s string)   { _, _ = e.Write([]byte(s)) }
-func (e *errWriter) bytes(b []byte) { _, _ = e.Write(b) }
-
-// json encodes v as encoding/json does with HTML escaping off, and keeps
-// it pending (back can then drop its closing brace).
-func (e *errWriter) json(v any) {
-	var b bytes.Buffer
-	e.marshal(&b, v)
-	e.flush()
-	e.pending = b.Bytes()
-}
-
-func (e *errWriter) marshal(b *bytes.Buffer, v any) {
-	enc := json.NewEncoder(b)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil && e.err == nil {
-		e.err = err
-	}
-	b.Truncate(max(b.Len()-1, 0)) // Encode's newline
-}
-
-// back drops the closing brace of the pending object.
-func (e *errWriter) back() {
-	if n := len(e.pending); n > 0 && e.pending[n-1] == '}' {
-		e.pending = e.pending[:n-1]
+		j.str("}")
 	}
 }
