@@ -38,11 +38,7 @@ func cmdCleanup(ctx context.Context, args []string, stdout, stderr io.Writer) (i
 		return 0, err
 	}
 	defer tgt.close()
-	src, err := nsdriver.NewTokenSource(cfg.Token, cfg.TokenFile)
-	if err != nil {
-		return 0, err
-	}
-	client, err := nsdriver.NewClient(nsdriver.WithTokenSource(src), nsdriver.WithEndpoint(nsdriver.ResolveEndpoint(cfg.Endpoint, cfg.Region)))
+	client, err := nsdriver.NewClient(nsdriver.WithTokenSource(tgt.token), nsdriver.WithEndpoint(nsdriver.ResolveEndpoint(cfg.Endpoint, cfg.Region)))
 	if err != nil {
 		return 0, err
 	}

@@ -16,6 +16,7 @@ import (
 // target is where the driver will run: Namespace, or an in-process emulator.
 type target struct {
 	emu   *nsemu.Server
+	token nsdriver.TokenSource // where calls get their token
 	close func()
 }
 
@@ -24,9 +25,9 @@ type target struct {
 // at it; otherwise a missing token is an error saying how to fix it.
 func (c *common) connect(cfg *nsdriver.Config, allowFallback bool, stderr io.Writer, command string) (*target, error) {
 	if !c.emulator {
-		_, err := nsdriver.NewTokenSource(cfg.Token, cfg.TokenFile)
+		src, err := nsdriver.NewTokenSource(cfg.Token, cfg.TokenFile)
 		if err == nil {
-			return &target{close: func() {}}, nil
+			return &target{token: src, close: func() {}}, nil
 		}
 		if !errors.Is(err, nsdriver.ErrNoToken) {
 			return nil, err
@@ -41,7 +42,7 @@ func (c *common) connect(cfg *nsdriver.Config, allowFallback bool, stderr io.Wri
 		return nil, err
 	}
 	cfg.Endpoint, cfg.Token, cfg.TokenFile = emu.URL(), emu.Token(), ""
-	return &target{emu: emu, close: func() { _ = emu.Close() }}, nil
+	return &target{emu: emu, token: nsdriver.StaticToken(emu.Token()), close: func() { _ = emu.Close() }}, nil
 }
 
 // emulatorPath is the host PATH, with NSDRIVER_DENO's folder first so that
