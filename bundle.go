@@ -2,13 +2,14 @@ package nsdriver
 
 import (
 	"archive/tar"
-	"bytes"
 	"compress/gzip"
 	"context"
 	_ "embed"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
+	"strings"
 	"time"
 )
 
@@ -43,7 +44,7 @@ func (x *execution) prepareBundle() (wait func() (*bundleUpload, error), err err
 	var packErr error
 	go func() {
 		defer close(done)
-		archive, err := packFiles([]file{
+		parts, packed, err := packFiles([]file{
 			{name: "bundle.js", data: x.req.Bundle},
 			{name: "request.json", data: requestJSON},
 			{name: "runner.js", data: runnerJS},
@@ -52,8 +53,8 @@ func (x *execution) prepareBundle() (wait func() (*bundleUpload, error), err err
 			packErr = err
 			return
 		}
-		up.packedBytes = len(archive)
-		if up.plan, err = planUpload(x.runID, archive, run, up.env); err != nil {
+		up.packedBytes = packed
+		if up.plan, err = planUpload(x.runID, parts, run, up.env); err != nil {
 			packErr = fmt.Errorf("%w: %w", ErrInvalidRequest, err)
 		}
 	}()
@@ -92,7 +93,7 @@ func (x *execution) runBundle(ctx context.Context, upload func() (*bundleUpload,
 		}
 	}
 	// No intact frame: the contract's fallback, the raw stdout as one output.
-	return []DriverOutput{{Kind: "pending", SpecName: "output", Name: "output", Type: OutputResource, Content: out.stdout.Bytes()}}, nil
+	return []DriverOutput{x.withStdout(DriverOutput{Kind: "pending", SpecName: "output", Name: "output", Type: OutputResource}, &out.stdout)}, nil
 }
 
 // denoInstallScript installs Deno into the run directory from the URL in
@@ -130,12 +131,18 @@ type file struct {
 }
 
 // packFiles builds a gzipped tar with zeroed timestamps and owners, so the
-// same files always give the same bytes.
-func packFiles(files []file) ([]byte, error) {
-	var buf bytes.Buffer
-	gz, err := gzip.NewWriterLevel(&buf, gzip.BestCompression)
+// same files always give the same bytes, and returns it base64-encoded in
+// argv-sized parts, with the archive's size. The archive is encoded as it
+// is compressed: no copy of it, whole, is ever held. The default level: on
+// bundles, best compression saved under 1 % of the bytes and took twice as
+// long.
+func packFiles(files []file) (parts []string, packed int, err error) {
+	pw := &partWriter{}
+	b64 := base64.NewEncoder(base64.StdEncoding, pw)
+	counted := &countingWriter{w: b64}
+	gz, err := gzip.NewWriterLevel(counted, gzip.DefaultCompression)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	tw := tar.NewWriter(gz)
 	for _, f := range files {
@@ -144,19 +151,61 @@ func packFiles(files []file) ([]byte, error) {
 			hdr.Mode = 0o644
 		}
 		if err := tw.WriteHeader(hdr); err != nil {
-			return nil, fmt.Errorf("packing %s: %w", f.name, err)
+			return nil, 0, fmt.Errorf("packing %s: %w", f.name, err)
 		}
 		if _, err := tw.Write(f.data); err != nil {
-			return nil, fmt.Errorf("packing %s: %w", f.name, err)
+			return nil, 0, fmt.Errorf("packing %s: %w", f.name, err)
 		}
 	}
-	if err := tw.Close(); err != nil {
-		return nil, err
+	for _, c := range []io.Closer{tw, gz, b64} {
+		if err := c.Close(); err != nil {
+			return nil, 0, err
+		}
 	}
-	if err := gz.Close(); err != nil {
-		return nil, err
+	return pw.finish(), counted.n, nil
+}
+
+// countingWriter counts what passes through it.
+type countingWriter struct {
+	w io.Writer
+	n int
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += n
+	return n, err
+}
+
+// partWriter cuts what is written into strings of at most maxArgBytes.
+type partWriter struct {
+	parts []string
+	cur   strings.Builder
+}
+
+func (w *partWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		if w.cur.Cap() == 0 {
+			w.cur.Grow(maxArgBytes)
+		}
+		take := min(len(p), maxArgBytes-w.cur.Len())
+		w.cur.Write(p[:take])
+		p = p[take:]
+		if w.cur.Len() == maxArgBytes {
+			w.parts = append(w.parts, w.cur.String())
+			w.cur = strings.Builder{}
+		}
 	}
-	return buf.Bytes(), nil
+	return n, nil
+}
+
+func (w *partWriter) finish() []string {
+	if w.cur.Len() > 0 {
+		w.parts = append(w.parts, w.cur.String())
+		w.cur = strings.Builder{}
+	}
+	return w.parts
 }
 
 // uploadPlan is the argv of each call an upload takes: zero or more spill
@@ -169,17 +218,21 @@ type uploadPlan struct {
 // runDirExpr is the shell expression of an execution's private directory.
 func runDirExpr(runID string) string { return `"${TMPDIR:-/tmp}/nsdriver-` + runID + `"` }
 
-// planUpload spreads archive over argv. then is shell text run in the
-// unpacked directory ($d) after unpacking; env is the command environment
-// (it shares the exec budget). The run directory is removed when the final
-// call ends.
-func planUpload(runID string, archive []byte, then string, env []EnvironmentVariable) (uploadPlan, error) {
-	encoded := base64.StdEncoding.EncodeToString(archive)
+// planUpload spreads the parts of an encoded archive (each at most
+// maxArgBytes, as packFiles cuts them) over argv. then is shell text run in
+// the unpacked directory ($d) after unpacking; env is the command
+// environment (it shares the exec budget). The run directory is removed
+// when the final call ends.
+func planUpload(runID string, parts []string, then string, env []EnvironmentVariable) (uploadPlan, error) {
 	dir := runDirExpr(runID)
 	finalScript := `set -e; d=` + dir + `; mkdir -p "$d"; trap 'rm -rf "$d"' EXIT; ` +
-		`{ cat "$d/upload.b64" 2>/dev/null || true; printf %s "$@"; } | base64 -d | tar -xzf - -C "$d"; rm -f "$d/upload.b64"; cd "$d"; set +e; ` +
+		`{ cat "$d"/upload.b64.* 2>/dev/null || true; printf %s "$@"; } | base64 -d | tar -xzf - -C "$d"; rm -f "$d"/upload.b64.*; cd "$d"; set +e; ` +
 		then
-	spillScript := `set -e; d=` + dir + `; mkdir -p "$d"; printf %s "$@" >> "$d/upload.b64"`
+	// Each spill writes its own numbered part, so spills can run at once;
+	// the glob above reads them back in order.
+	spillScript := func(part int) string {
+		return fmt.Sprintf(`set -e; d=%s; mkdir -p "$d"; printf %%s "$@" > "$d/upload.b64.%04d"`, dir, part)
+	}
 
 	envCost := 0
 	for _, e := range env {
@@ -192,20 +245,28 @@ func planUpload(runID string, archive []byte, then string, env []EnvironmentVari
 		return uploadPlan{}, fmt.Errorf("the run script is %d bytes, over the %d-byte argument limit", len(finalScript), maxArgBytes)
 	}
 	finalRoom := maxExecBytes - fixed(finalScript)
-	spillRoom := maxExecBytes - fixed(spillScript)
-	if finalRoom < maxArgBytes || spillRoom < maxArgBytes {
+	spillRoom := maxExecBytes - fixed(spillScript(0))
+	if finalRoom < maxArgBytes+execOverhead || spillRoom < maxArgBytes+execOverhead {
 		return uploadPlan{}, fmt.Errorf("the environment takes %d bytes, leaving no room for the upload; shrink env", envCost)
 	}
-	// What does not fit into the final call spills into earlier ones.
-	finalShare := min(len(encoded), partsCapacity(finalRoom))
-	spilled, last := encoded[:len(encoded)-finalShare], encoded[len(encoded)-finalShare:]
+	// The final call takes the last parts that fit; the rest spill, in
+	// order, into earlier calls.
+	first, used := len(parts), 0
+	for first > 0 && used+len(parts[first-1])+execOverhead <= finalRoom {
+		first--
+		used += len(parts[first]) + execOverhead
+	}
 	var plan uploadPlan
-	for len(spilled) > 0 {
-		n := min(len(spilled), partsCapacity(spillRoom))
-		plan.spills = append(plan.spills, append([]string{"sh", "-c", spillScript, "sh"}, splitArgs(spilled[:n])...))
+	for spilled := parts[:first]; len(spilled) > 0; {
+		n, used := 0, 0
+		for n < len(spilled) && used+len(spilled[n])+execOverhead <= spillRoom {
+			used += len(spilled[n]) + execOverhead
+			n++
+		}
+		plan.spills = append(plan.spills, append([]string{"sh", "-c", spillScript(len(plan.spills)), "sh"}, spilled[:n]...))
 		spilled = spilled[n:]
 	}
-	plan.final = append([]string{"sh", "-c", finalScript, "sh"}, splitArgs(last)...)
+	plan.final = append([]string{"sh", "-c", finalScript, "sh"}, parts[first:]...)
 	return plan, nil
 }
 

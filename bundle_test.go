@@ -1,12 +1,15 @@
 package nsdriver
 
 import (
+	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"strings"
 	"testing"
@@ -164,16 +167,17 @@ func TestBundleWithoutFrameFallsBackToRawOutput(t *testing.T) {
 func TestLargeIncompressibleBundleSpills(t *testing.T) {
 	denoPath(t)
 	env := newTestEnv(t, Config{}, nsemu.Options{})
-	noise := make([]byte, 2<<20)
+	// Several spills, sent at once: the parts must be put back in order.
+	noise := make([]byte, 5<<20)
 	_, _ = rand.Read(noise)
-	bundle := "const blob = " + strings.Repeat(" ", 0) + "`" + base64.StdEncoding.EncodeToString(noise)[:2<<20] + "`;\n" +
+	bundle := "const blob = `" + base64.StdEncoding.EncodeToString(noise)[:5<<20] + "`;\n" +
 		`export const model = { methods: { size: { execute(a, ctx) { ctx.writeResource("s", "len", { len: blob.length }); } } } };`
 	res := env.driver.Execute(context.Background(), bundleRequest(bundle, "size"), Callbacks{})
-	if res.Status != ResultSuccess || string(res.Outputs[0].Content) != `{"len":2097152}` {
+	if res.Status != ResultSuccess || string(res.Outputs[0].Content) != `{"len":5242880}` {
 		t.Fatalf("result %+v", res)
 	}
-	if n := env.emu.Count("RunCommandSync"); n < 1 {
-		t.Fatalf("a 2 MiB incompressible bundle used %d spill calls; want at least one", n)
+	if n := env.emu.Count("RunCommandSync"); n < 3 {
+		t.Fatalf("a 5 MiB incompressible bundle used %d spill calls; want at least three", n)
 	}
 }
 
@@ -233,10 +237,45 @@ func TestParseRunnerDocumentSkipsMalformedEntries(t *testing.T) {
 
 func TestPackFilesIsDeterministic(t *testing.T) {
 	files := []file{{name: "a", data: []byte("x")}, {name: "b", data: bytes.Repeat([]byte("y"), 1000)}}
-	a, _ := packFiles(files)
-	b, _ := packFiles(files)
-	if !bytes.Equal(a, b) {
+	a, _, _ := packFiles(files)
+	b, _, _ := packFiles(files)
+	if strings.Join(a, "") != strings.Join(b, "") {
 		t.Fatal("packFiles differs between runs")
+	}
+}
+
+// The parts are argv-sized and decode to a gzipped tar of the files.
+func TestPackFilesParts(t *testing.T) {
+	big := make([]byte, 400<<10) // incompressible: several parts
+	_, _ = rand.Read(big)
+	files := []file{{name: "big", data: big}, {name: "run.sh", data: []byte("echo hi"), mode: 0o755}}
+	parts, packed, err := packFiles(files)
+	if err != nil || len(parts) < 4 {
+		t.Fatalf("%d parts: %v", len(parts), err)
+	}
+	for i, p := range parts[:len(parts)-1] {
+		if len(p) != maxArgBytes {
+			t.Fatalf("part %d has %d bytes; all but the last are full", i, len(p))
+		}
+	}
+	archive, err := base64.StdEncoding.DecodeString(strings.Join(parts, ""))
+	if err != nil || len(archive) != packed {
+		t.Fatalf("decoded %d bytes, packed %d: %v", len(archive), packed, err)
+	}
+	gz, err := gzip.NewReader(bytes.NewReader(archive))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := tar.NewReader(gz)
+	for _, f := range files {
+		hdr, err := tr.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, _ := io.ReadAll(tr)
+		if hdr.Name != f.name || !bytes.Equal(data, f.data) {
+			t.Fatalf("entry %s: %d bytes", hdr.Name, len(data))
+		}
 	}
 }
 
@@ -244,7 +283,7 @@ func TestPlanUploadRespectsArgvLimits(t *testing.T) {
 	for _, size := range []int{10, 200 << 10, 1 << 20, 5 << 20} {
 		archive := make([]byte, size)
 		_, _ = rand.Read(archive)
-		plan, err := planUpload("rid", archive, "true", []EnvironmentVariable{{Name: "K", Value: strings.Repeat("v", 1000)}})
+		plan, err := planUpload("rid", splitArgs(base64.StdEncoding.EncodeToString(archive)), "true", []EnvironmentVariable{{Name: "K", Value: strings.Repeat("v", 1000)}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -28,11 +28,11 @@ func (x *execution) runCommandMode(ctx context.Context, stdin func() ([]byte, er
 			}
 			files, then = append(files, file{name: "stdin", data: data}), then+` < "$d/stdin"`
 		}
-		archive, err := packFiles(files)
+		parts, _, err := packFiles(files)
 		if err != nil {
 			return nil, err
 		}
-		plan, err := planUpload(x.runID, archive, then, rc.env)
+		plan, err := planUpload(x.runID, parts, then, rc.env)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrInvalidRequest, err)
 		}
@@ -58,10 +58,10 @@ func (x *execution) runCommandMode(ctx context.Context, stdin func() ([]byte, er
 	if specName == "" {
 		specName = x.req.MethodName
 	}
-	outputs := []DriverOutput{{
-		Kind: "pending", SpecName: specName, Name: specName, Type: OutputResource, Content: out.stdout.Bytes(),
+	outputs := []DriverOutput{x.withStdout(DriverOutput{
+		Kind: "pending", SpecName: specName, Name: specName, Type: OutputResource,
 		Metadata: commandMetadata(script, out),
-	}}
+	}, &out.stdout)}
 	if fileSpec := x.req.FileSpecs.FirstName(); fileSpec != "" {
 		outputs = append(outputs, DriverOutput{
 			Kind: "pending", SpecName: fileSpec, Name: fileSpec, Type: OutputFile, Content: commandLog(out),
@@ -113,18 +113,18 @@ func commandMetadata(script string, out *streamed) map[string]any {
 func commandLog(out *streamed) []byte {
 	var b bytes.Buffer
 	b.Grow(out.stdout.Len() + out.stderr.Len() + 20)
-	for _, part := range []struct {
-		name string
-		data []byte
-	}{{"[stdout]\n", out.stdout.Bytes()}, {"[stderr]\n", out.stderr.Bytes()}} {
-		if len(part.data) == 0 {
-			continue
+	if out.stdout.Len() > 0 {
+		b.WriteString("[stdout]\n")
+		for _, piece := range out.stdout.Pieces() {
+			b.Write(piece)
 		}
+	}
+	if out.stderr.Len() > 0 {
 		if b.Len() > 0 {
 			b.WriteByte('\n')
 		}
-		b.WriteString(part.name)
-		b.Write(part.data)
+		b.WriteString("[stderr]\n")
+		b.Write(out.stderr.Bytes())
 	}
 	return b.Bytes()
 }

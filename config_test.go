@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -160,11 +159,10 @@ func TestRootImportsOnlyStdlibAndXSync(t *testing.T) {
 	if err != nil {
 		t.Fatalf("go list: %v", err)
 	}
-	got := strings.Fields(string(out))
-	want := []string{"github.com/swamp-club/nsdriver", "golang.org/x/sync/semaphore"}
-	slices.Sort(got)
-	if !slices.Equal(got, want) {
-		t.Fatalf("root package dependencies %v, want %v", got, want)
+	for _, dep := range strings.Fields(string(out)) {
+		if dep != "github.com/swamp-club/nsdriver" && !strings.HasPrefix(dep, "golang.org/x/sync/") {
+			t.Errorf("the root package depends on %s; only the standard library and golang.org/x/sync are allowed", dep)
+		}
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -86,6 +87,9 @@ func (t *transport) newRequest(ctx context.Context, base, procedure, contentType
 	req.Header.Set("Connect-Protocol-Version", "1")
 	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("User-Agent", "nsdriver/"+Version)
+	// Responses are small JSON; gzipping them cost both ends more than it
+	// saved (a 40 KiB decompressor per call). Identity is always allowed.
+	req.Header.Set("Accept-Encoding", "identity")
 	if deadline, ok := ctx.Deadline(); ok {
 		ms := max(time.Until(deadline).Milliseconds(), 1)
 		req.Header.Set("Connect-Timeout-Ms", strconv.FormatInt(ms, 10))
@@ -95,7 +99,7 @@ func (t *transport) newRequest(ctx context.Context, base, procedure, contentType
 
 // unary performs a unary Connect call.
 func (t *transport) unary(ctx context.Context, base string, p procedure, in, out any) error {
-	body, err := marshalJSON(in)
+	body, err := marshalJSON(in, 0)
 	if err != nil {
 		return fmt.Errorf("encoding %s request: %w", p.path, err)
 	}
@@ -109,10 +113,13 @@ func (t *transport) unary(ctx context.Context, base string, p procedure, in, out
 			return fmt.Errorf("%s: %w", p.path, err)
 		}
 		defer resp.Body.Close()
-		data, err := io.ReadAll(io.LimitReader(resp.Body, maxMessageBytes+1))
+		buf := responseBuffers.Get().(*bytes.Buffer)
+		defer putResponseBuffer(buf)
+		_, err = buf.ReadFrom(io.LimitReader(resp.Body, maxMessageBytes+1))
 		if err != nil {
 			return fmt.Errorf("%s: reading response: %w", p.path, err)
 		}
+		data := buf.Bytes()
 		if len(data) > maxMessageBytes {
 			return fmt.Errorf("%s: %w", p.path, ErrMessageTooLarge)
 		}
@@ -126,6 +133,17 @@ func (t *transport) unary(ctx context.Context, base string, p procedure, in, out
 		}
 		return nil
 	})
+}
+
+// responseBuffers hold unary response bodies while they are decoded;
+// decoding copies what it keeps, so a buffer serves the next call.
+var responseBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+func putResponseBuffer(b *bytes.Buffer) {
+	if b.Cap() <= 64<<10 { // a rare huge response is not kept
+		b.Reset()
+		responseBuffers.Put(b)
+	}
 }
 
 // do sends req. A failure before any response wraps ErrUnreachable, and
@@ -148,13 +166,11 @@ func (t *transport) do(req *http.Request) (*http.Response, error) {
 // message's JSON to onMessage as it arrives (valid only during the call). When p is idempotent, the whole
 // call may be repeated on a transient failure, so onMessage must tolerate that.
 func (t *transport) serverStream(ctx context.Context, base string, p procedure, in any, onMessage func([]byte) error) error {
-	payload, err := marshalJSON(in)
+	body, err := marshalJSON(in, 5) // room for the envelope's header
 	if err != nil {
 		return fmt.Errorf("encoding %s request: %w", p.path, err)
 	}
-	body := make([]byte, 5+len(payload))
-	binary.BigEndian.PutUint32(body[1:5], uint32(len(payload)))
-	copy(body[5:], payload)
+	binary.BigEndian.PutUint32(body[1:5], uint32(len(body)-5))
 	return t.call(ctx, p, func(token string) error {
 		req, err := t.newRequest(ctx, base, p.path, "application/connect+json", token, body)
 		if err != nil {
@@ -242,9 +258,11 @@ func (e *envelopeReader) next() (flags byte, payload []byte, err error) {
 }
 
 // marshalJSON encodes without HTML escaping: shell text such as "2>&1"
-// travels as written, like protojson writes it.
-func marshalJSON(v any) ([]byte, error) {
+// travels as written, like protojson writes it. The JSON follows prefix
+// zero bytes, room for a header without another copy.
+func marshalJSON(v any, prefix int) ([]byte, error) {
 	var b bytes.Buffer
+	b.Write(make([]byte, prefix))
 	enc := json.NewEncoder(&b)
 	enc.SetEscapeHTML(false)
 	if err := enc.Encode(v); err != nil {

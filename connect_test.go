@@ -103,7 +103,8 @@ func TestHeaders(t *testing.T) {
 	h := req.Header
 	ms, _ := strconv.Atoi(h.Get("Connect-Timeout-Ms"))
 	if h.Get("Connect-Protocol-Version") != "1" || h.Get("Content-Type") != "application/json" ||
-		h.Get("Authorization") != "Bearer "+testToken || ms < 29000 || ms > 30000 {
+		h.Get("Authorization") != "Bearer "+testToken || ms < 29000 || ms > 30000 ||
+		h.Get("Accept-Encoding") != "identity" {
 		t.Errorf("headers %v", h)
 	}
 	if string(req.Body) != `{"instanceId":"abc"}` {

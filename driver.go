@@ -84,7 +84,13 @@ func (d *Driver) Shutdown(ctx context.Context) error {
 // is destroyed before Execute returns, whatever happens. Problems become a
 // result with status "error" and a message saying what to do; Execute
 // itself never panics on bad input and never returns without a result.
-func (d *Driver) Execute(ctx context.Context, req ExecutionRequest, cb Callbacks) (res ExecutionResult) {
+func (d *Driver) Execute(ctx context.Context, req ExecutionRequest, cb Callbacks) ExecutionResult {
+	return d.execute(ctx, req, cb, false)
+}
+
+// execute is Execute; with stdoutInPieces, captured stdout stays in the
+// pieces it arrived in (DriverOutput.pieces) instead of one Content.
+func (d *Driver) execute(ctx context.Context, req ExecutionRequest, cb Callbacks, stdoutInPieces bool) (res ExecutionResult) {
 	start := time.Now()
 	res = ExecutionResult{Outputs: []DriverOutput{}, Logs: []string{}}
 	defer func() {
@@ -111,7 +117,7 @@ func (d *Driver) Execute(ctx context.Context, req ExecutionRequest, cb Callbacks
 	runCtx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
-	x := &execution{d: d, req: req, cb: cb, res: &res, runID: d.vms.newID(), mode: mode}
+	x := &execution{d: d, req: req, cb: cb, res: &res, runID: d.vms.newID(), mode: mode, stdoutInPieces: stdoutInPieces}
 	outputs, err := x.run(runCtx)
 	if err == nil {
 		res.Status = ResultSuccess
@@ -178,6 +184,18 @@ type execution struct {
 	inst  *instance
 	// pooled: inst came from the warm pool.
 	pooled bool
+	// stdoutInPieces: see Driver.execute.
+	stdoutInPieces bool
+}
+
+// withStdout sets o's content to the captured stdout: joined, or in pieces.
+func (x *execution) withStdout(o DriverOutput, stdout *chunkedCapture) DriverOutput {
+	if x.stdoutInPieces {
+		o.pieces = stdout.Pieces()
+	} else {
+		o.Content = stdout.Bytes()
+	}
+	return o
 }
 
 func (x *execution) image() string {

@@ -37,6 +37,32 @@ func ExampleDriver_Execute() {
 	// destroyed: true
 }
 
+// Pass a result on as JSON, as `nsdriver exec` does: a large stdout is
+// encoded from the pieces it arrived in and never held twice.
+func ExampleDriver_ExecuteJSON() {
+	emu, err := nsemu.Start(nsemu.Options{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer emu.Close()
+
+	d, err := nsdriver.New(nsdriver.Config{Endpoint: emu.URL(), Token: emu.Token()})
+	if err != nil {
+		log.Fatal(err)
+	}
+	var out strings.Builder
+	res, err := d.ExecuteJSON(context.Background(), nsdriver.ExecutionRequest{
+		MethodName: "greet",
+		MethodArgs: map[string]any{"run": "printf hi"},
+	}, nsdriver.Callbacks{}, &out)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(res.Status, strings.Contains(out.String(), `"content":"aGk="`))
+	// Output:
+	// success true
+}
+
 // Parse a driverConfig as swamp writes it; every problem is reported with
 // its key.
 func ExampleParseConfigJSON() {

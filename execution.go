@@ -174,6 +174,9 @@ type DriverOutput struct {
 	Content  []byte            `json:"content"`
 	Tags     map[string]string `json:"tags,omitempty"`
 	Metadata map[string]any    `json:"metadata,omitempty"`
+	// pieces, when set, is the content left in the pieces it arrived in
+	// (see Driver.ExecuteJSON); Content is then nil.
+	pieces [][]byte
 }
 
 // Output types.

@@ -19,6 +19,9 @@ import (
 // TestMain isolates every test from the developer's own Namespace login:
 // no token variables, no nsc login file, no workload token.
 func TestMain(m *testing.M) {
+	if os.Getenv(rssLauncherEnv) != "" {
+		os.Exit(launchAndReportMaxRSS())
+	}
 	if recording() {
 		liveRecordToken = os.Getenv("NAMESPACE_TOKEN")
 	}

@@ -6,9 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"strings"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 )
 
 // One remote command: where it runs, how its output streams back, how an
@@ -36,48 +37,104 @@ func (r *remote) request(argv []string) *RunCommandRequest {
 		Command: &Command{Command: argv, EnvVars: r.env}}
 }
 
-// spill sends the parts of an upload that do not fit in its final call.
+// maxSpillsAtOnce bounds the spill calls in flight: each carries up to
+// 1.5 MiB, and a few at once hide the round trips.
+const maxSpillsAtOnce = 4
+
+// spill sends the parts of an upload that do not fit in its final call,
+// several at once: each writes its own numbered part file.
 func (r *remote) spill(ctx context.Context, plan uploadPlan) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(maxSpillsAtOnce)
 	for i, argv := range plan.spills {
-		resp, err := r.client.RunCommandSync(ctx, r.endpoint, r.request(argv))
-		if err != nil {
-			return fmt.Errorf("uploading part %d of %d: %w", i+1, len(plan.spills)+1, err)
-		}
-		if resp.ExitCode != 0 {
-			return fmt.Errorf("uploading part %d of %d failed (exit %d): %s; the image needs sh, base64 and tar",
-				i+1, len(plan.spills)+1, resp.ExitCode, strings.TrimSpace(string(resp.Stderr)))
-		}
+		g.Go(func() error {
+			resp, err := r.client.RunCommandSync(ctx, r.endpoint, r.request(argv))
+			if err != nil {
+				return fmt.Errorf("uploading part %d of %d: %w", i+1, len(plan.spills)+1, err)
+			}
+			if resp.ExitCode != 0 {
+				return fmt.Errorf("uploading part %d of %d failed (exit %d): %s; the image needs sh, base64 and tar",
+					i+1, len(plan.spills)+1, resp.ExitCode, strings.TrimSpace(string(resp.Stderr)))
+			}
+			return nil
+		})
 	}
-	return nil
+	return g.Wait()
 }
 
 // streamed is what one streamed command produced.
 type streamed struct {
-	stdout   cappedBuffer
+	stdout   chunkedCapture
 	stderr   bytes.Buffer
 	exitCode int
 	duration time.Duration
 }
 
-// cappedBuffer is stdout's capture. It grows by doubling, like
-// bytes.Buffer, but never past the output limit: the largest allowed
-// output then needs one buffer of its size, not one of twice it (64 MiB of
-// output peaked at 2.7 times its size in live heap).
-type cappedBuffer struct {
-	buf   []byte
-	limit int
+// Chunk sizes of stdout's capture: small outputs stay small, large ones
+// are stored in a few big chunks.
+const (
+	firstCaptureChunk = 32 << 10
+	maxCaptureChunk   = 1 << 20
+)
+
+// chunkedCapture is stdout's capture. Its chunks never move, so nothing is
+// copied as it grows (a doubling buffer copied and first-touched about
+// twice the output) and a piece handed to a sink stays valid. Bytes joins
+// the chunks once, into a buffer of the exact size.
+type chunkedCapture struct {
+	chunks [][]byte
+	n      int
 }
 
-func (c *cappedBuffer) Len() int      { return len(c.buf) }
-func (c *cappedBuffer) Bytes() []byte { return c.buf }
+func (c *chunkedCapture) Len() int { return c.n }
 
-func (c *cappedBuffer) Write(p []byte) {
-	if need := len(c.buf) + len(p); need > cap(c.buf) {
-		grown := make([]byte, len(c.buf), max(need, min(2*cap(c.buf)+4096, c.limit)))
-		copy(grown, c.buf)
-		c.buf = grown
+// copyStep copies at most 64 KiB. A long copy cannot be preempted, and the
+// collector spun waiting for one (a quarter of the CPU of a 64 MiB output);
+// a call between steps is a point where it can stop the goroutine at once.
+//
+//go:noinline
+func copyStep(dst, src []byte) int {
+	return copy(dst, src[:min(len(src), 64<<10)])
+}
+
+// Write stores p contiguously and returns the stored copy.
+func (c *chunkedCapture) Write(p []byte) []byte {
+	last := len(c.chunks) - 1
+	if last < 0 || cap(c.chunks[last])-len(c.chunks[last]) < len(p) {
+		size := firstCaptureChunk
+		if last >= 0 {
+			size = min(2*cap(c.chunks[last]), maxCaptureChunk)
+		}
+		c.chunks = append(c.chunks, make([]byte, 0, max(size, len(p))))
+		last++
 	}
-	c.buf = append(c.buf, p...)
+	start := len(c.chunks[last])
+	c.chunks[last] = append(c.chunks[last], p...)
+	c.n += len(p)
+	return c.chunks[last][start:]
+}
+
+// Pieces returns the capture as stored, without joining it.
+func (c *chunkedCapture) Pieces() [][]byte { return c.chunks }
+
+// Bytes returns the whole capture, joining the chunks the first time.
+func (c *chunkedCapture) Bytes() []byte {
+	switch len(c.chunks) {
+	case 0:
+		return nil
+	case 1:
+		return c.chunks[0]
+	}
+	joined := make([]byte, c.n)
+	at := 0
+	for _, chunk := range c.chunks {
+		for len(chunk) > 0 {
+			n := copyStep(joined[at:], chunk)
+			at, chunk = at+n, chunk[n:]
+		}
+	}
+	c.chunks = [][]byte{joined}
+	return joined
 }
 
 // outputSinks say where a streamed command's output goes as it arrives.
@@ -98,7 +155,7 @@ func (r *remote) stream(ctx context.Context, argv []string, sinks outputSinks) (
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	limit := sinks.limit
-	out := &streamed{stdout: cappedBuffer{limit: int(min(limit, math.MaxInt32))}}
+	out := &streamed{}
 	lines := lineSplitter{emit: sinks.onLine, max: maxLineBytes}
 	r.logger.Info("running", "instance", r.id)
 	began := time.Now()
@@ -109,12 +166,11 @@ func (r *remote) stream(ctx context.Context, argv []string, sinks outputSinks) (
 				cancel(fmt.Errorf("%w: stdout passed %d bytes; raise maxOutputBytes or write less", ErrOutputTooLarge, limit))
 				return
 			}
-			start := out.stdout.Len()
-			out.stdout.Write(data)
+			stored := out.stdout.Write(data)
 			if sinks.onStdout != nil {
-				// The captured copy: the buffer only grows, so this stays
-				// valid, and data (the client's scratch) does not.
-				sinks.onStdout(out.stdout.Bytes()[start:])
+				// The captured copy, which stays valid; data, the client's
+				// scratch, does not.
+				sinks.onStdout(stored)
 			}
 		default:
 			if room := limit - int64(out.stderr.Len()); room > 0 {

@@ -1,9 +1,18 @@
 package nsdriver
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/swamp-club/nsdriver/nsemu"
 )
@@ -54,4 +63,77 @@ func TestCapturedStderrIsCapped(t *testing.T) {
 	if len(res.Error) > 1000 || !strings.HasPrefix(res.Error, "stderr line 0") {
 		t.Fatalf("error of %d bytes: %.80q…", len(res.Error), res.Error)
 	}
+}
+
+func TestChunkedCaptureKeepsPiecesAndJoinsOnce(t *testing.T) {
+	var c chunkedCapture
+	var want bytes.Buffer
+	var stored [][]byte
+	var copies [][]byte
+	// Pieces that cross chunk boundaries, one larger than any chunk.
+	for i, size := range []int{10, firstCaptureChunk - 5, 7, 3 * firstCaptureChunk, maxCaptureChunk + 1, 1} {
+		p := bytes.Repeat([]byte{byte('a' + i)}, size)
+		stored = append(stored, c.Write(p))
+		copies = append(copies, p)
+		want.Write(p)
+	}
+	for i := range stored { // a piece handed to a sink is never moved or overwritten
+		if !bytes.Equal(stored[i], copies[i]) {
+			t.Fatalf("piece %d changed after later writes", i)
+		}
+	}
+	if c.Len() != want.Len() || len(c.chunks) < 3 {
+		t.Fatalf("len %d in %d chunks, want %d in several", c.Len(), len(c.chunks), want.Len())
+	}
+	got := c.Bytes()
+	if !bytes.Equal(got, want.Bytes()) || len(c.chunks) != 1 || &c.Bytes()[0] != &got[0] {
+		t.Fatal("Bytes did not join the chunks once, in order")
+	}
+	var empty chunkedCapture
+	if empty.Bytes() != nil {
+		t.Fatal("an empty capture is nil content")
+	}
+}
+
+func TestSpillsRunAtOnceAndStopOnFailure(t *testing.T) {
+	var inFlight atomic.Int32
+	together := make(chan struct{})
+	var once sync.Once
+	api := newFakeAPI(t, func(w http.ResponseWriter, r *http.Request) {
+		if inFlight.Add(1) == 2 {
+			once.Do(func() { close(together) })
+		}
+		select { // each spill waits until a second one is in flight
+		case <-together:
+		case <-time.After(5 * time.Second):
+		}
+		code := 0
+		if bytes.Contains(mustRead(t, r), []byte("upload.b64.0002")) {
+			code = 3
+		}
+		writeJSON(w, 200, map[string]any{"exitCode": code, "stderr": base64.StdEncoding.EncodeToString([]byte("disk full\n"))})
+	})
+	plan, err := planUpload("run", splitArgs(strings.Repeat("A", 7<<20)), "true", nil)
+	if err != nil || len(plan.spills) < 3 {
+		t.Fatalf("plan with %d spills: %v", len(plan.spills), err)
+	}
+	r := &remote{client: api.client(t), logger: slog.New(slog.DiscardHandler), endpoint: api.URL, id: "i"}
+	err = r.spill(context.Background(), plan)
+	select {
+	case <-together:
+	default:
+		t.Fatal("no two spills were in flight at once")
+	}
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("uploading part 3 of %d failed (exit 3): disk full", len(plan.spills)+1)) {
+		t.Fatalf("err %v", err)
+	}
+}
+
+func mustRead(t *testing.T, r *http.Request) []byte {
+	t.Helper()
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

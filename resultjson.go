@@ -2,6 +2,7 @@ package nsdriver
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"io"
@@ -44,6 +45,21 @@ func (r ExecutionResult) WriteJSON(w io.Writer) error {
 	return jw.err
 }
 
+// ExecuteJSON runs req as Execute does and writes the result to w as
+// WriteJSON does, for programs that pass results on as JSON (`nsdriver
+// exec` is one). Captured stdout is encoded from the pieces it arrived in,
+// never joined into one buffer: a large output is held in memory once, not
+// twice. It returns the result it wrote, less the outputs' Content, and
+// the error from writing.
+func (d *Driver) ExecuteJSON(ctx context.Context, req ExecutionRequest, cb Callbacks, w io.Writer) (ExecutionResult, error) {
+	res := d.execute(ctx, req, cb, true)
+	err := res.WriteJSON(w)
+	for i := range res.Outputs {
+		res.Outputs[i].Content, res.Outputs[i].pieces = nil, nil
+	}
+	return res, err
+}
+
 // jsonWriter writes to w until the first error, which it keeps.
 type jsonWriter struct {
 	w   io.Writer
@@ -84,12 +100,15 @@ func (j *jsonWriter) output(o DriverOutput) {
 		Type     string `json:"type"`
 	}{o.Kind, o.SpecName, o.Name, o.Type})
 	_, _ = j.Write(bytes.TrimSuffix(head, []byte("}"))) // the object goes on
-	if o.Content == nil {
+	if o.Content == nil && o.pieces == nil {
 		j.str(`,"content":null`)
 	} else {
 		j.str(`,"content":"`)
 		enc := base64.NewEncoder(base64.StdEncoding, j)
 		_, _ = enc.Write(o.Content)
+		for _, piece := range o.pieces {
+			_, _ = enc.Write(piece)
+		}
 		_ = enc.Close()
 		j.str(`"`)
 	}

@@ -2,9 +2,14 @@ package nsdriver
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
+	"strconv"
+	"strings"
 	"testing"
+
+	"github.com/swamp-club/nsdriver/nsemu"
 )
 
 // WriteJSON streams exactly what encoding/json writes.
@@ -52,5 +57,37 @@ func TestWriteJSONReportsWriteErrors(t *testing.T) {
 	r := ExecutionResult{Status: ResultSuccess, Outputs: []DriverOutput{{Kind: "pending", Content: make([]byte, 1<<20)}}, Logs: []string{}}
 	if err := r.WriteJSON(&failingWriter{}); err == nil || err.Error() != "disk full" {
 		t.Fatalf("err %v", err)
+	}
+}
+
+// ExecuteJSON writes what Execute returns, from stdout left in pieces.
+func TestExecuteJSONWritesTheResultFromPieces(t *testing.T) {
+	env := newTestEnv(t, Config{}, nsemu.Options{})
+	req := commandRequest("seq 1 200000; echo done >&2") // over 1 MiB: several pieces
+	req.FileSpecs = Specs{{Name: "log"}}
+	var want strings.Builder
+	for i := 1; i <= 200000; i++ {
+		want.WriteString(strconv.Itoa(i) + "\n")
+	}
+	var out bytes.Buffer
+	res, err := env.driver.ExecuteJSON(context.Background(), req, Callbacks{}, &out)
+	if err != nil || res.Status != ResultSuccess || len(res.Outputs) != 2 || res.Outputs[0].Content != nil {
+		t.Fatalf("result %+v, %v", res, err)
+	}
+	var written ExecutionResult
+	if err := json.Unmarshal(out.Bytes(), &written); err != nil {
+		t.Fatal(err)
+	}
+	if written.Status != ResultSuccess || string(written.Outputs[0].Content) != want.String() ||
+		string(written.Outputs[1].Content) != "[stdout]\n"+want.String()+"\n[stderr]\ndone\n" ||
+		written.Metadata.InstanceID != res.Metadata.InstanceID {
+		t.Fatalf("written %.300s", out.Bytes())
+	}
+
+	// Nothing captured is null, as from Execute.
+	out.Reset()
+	if _, err := env.driver.ExecuteJSON(context.Background(), commandRequest("true"), Callbacks{}, &out); err != nil ||
+		!bytes.Contains(out.Bytes(), []byte(`"content":null`)) {
+		t.Fatalf("written %s, %v", out.Bytes(), err)
 	}
 }

@@ -3,8 +3,10 @@ package nsemu
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
+	"reflect"
 	"strconv"
 	"strings"
 	"syscall"
@@ -12,6 +14,8 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	pb "github.com/swamp-club/nsdriver/nsemu/gen/namespace/cloud/compute/v1beta"
 )
@@ -202,4 +206,31 @@ func TestCancelKillsProcess(t *testing.T) {
 	cancel()
 	<-done
 	waitFor(t, func() bool { return !alive(pid) })
+}
+
+// The emulator writes output chunks without protojson; protojson must read
+// them back as the same message, and fall back for anything else.
+func TestOutputChunkEncodingMatchesProtojson(t *testing.T) {
+	codec := strictJSON{name: "json"}
+	for _, msg := range []*pb.RunCommandResponse{
+		{Stream: pb.RunCommandResponse_STDOUT, Data: []byte("hello\n")},
+		{Stream: pb.RunCommandResponse_STDERR, Data: []byte{0, 0xff, '"', '\\', 0xfe}},
+		{Stream: pb.RunCommandResponse_STDOUT, Data: bytes.Repeat([]byte{0xfb}, 32<<10)},
+	} {
+		fast, err := codec.Marshal(msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var back pb.RunCommandResponse
+		if err := protojson.Unmarshal(fast, &back); err != nil || !proto.Equal(&back, msg) {
+			t.Fatalf("%s read back as %v (%v)", fast, &back, err)
+		}
+		slow, _ := protojson.Marshal(msg)
+		var a, b any
+		_ = json.Unmarshal(fast, &a)
+		_ = json.Unmarshal(slow, &b)
+		if !reflect.DeepEqual(a, b) {
+			t.Fatalf("fast %s, protojson %s", fast, slow)
+		}
+	}
 }

@@ -76,8 +76,10 @@ func cmdExec(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		return failed(exitUsage, nsdriver.UserMessage(err))
 	}
 	defer shutdown(d)
-	res := d.Execute(ctx, req, nsdriver.Callbacks{OnLog: c.workloadLine(stderr)})
-	writeResult(res)
+	// Streamed: a large output is neither joined nor encoded whole in memory.
+	bw := bufio.NewWriterSize(stdout, 64<<10)
+	res, _ := d.ExecuteJSON(ctx, req, nsdriver.Callbacks{OnLog: c.workloadLine(stderr)}, bw)
+	_ = bw.Flush()
 	if res.Status != nsdriver.ResultSuccess {
 		return exitResultError, nil
 	}
