@@ -79,8 +79,9 @@ const (
 
 // chunkedCapture is stdout's capture. Its chunks never move, so nothing is
 // copied as it grows (a doubling buffer copied and first-touched about
-// twice the output) and a piece handed to a sink stays valid. Bytes joins
-// the chunks once, into a buffer of the exact size.
+// twice the output), no chunk is left part-empty but the last, and a piece
+// handed to a sink stays valid. Bytes joins the chunks once, into a buffer
+// of the exact size.
 type chunkedCapture struct {
 	chunks [][]byte
 	n      int
@@ -97,21 +98,28 @@ func copyStep(dst, src []byte) int {
 	return copy(dst, src[:min(len(src), 64<<10)])
 }
 
-// Write stores p contiguously and returns the stored copy.
-func (c *chunkedCapture) Write(p []byte) []byte {
-	last := len(c.chunks) - 1
-	if last < 0 || cap(c.chunks[last])-len(c.chunks[last]) < len(p) {
-		size := firstCaptureChunk
-		if last >= 0 {
-			size = min(2*cap(c.chunks[last]), maxCaptureChunk)
-		}
-		c.chunks = append(c.chunks, make([]byte, 0, max(size, len(p))))
-		last++
-	}
-	start := len(c.chunks[last])
-	c.chunks[last] = append(c.chunks[last], p...)
+// Write stores p, filling the last chunk before it starts the next, and
+// hands each stored piece (two when p crosses into a new chunk) to stored.
+func (c *chunkedCapture) Write(p []byte, stored func([]byte)) {
 	c.n += len(p)
-	return c.chunks[last][start:]
+	for len(p) > 0 {
+		last := len(c.chunks) - 1
+		if last < 0 || len(c.chunks[last]) == cap(c.chunks[last]) {
+			size := firstCaptureChunk
+			if last >= 0 {
+				size = min(2*cap(c.chunks[last]), maxCaptureChunk)
+			}
+			c.chunks = append(c.chunks, make([]byte, 0, size))
+			last++
+		}
+		chunk := c.chunks[last]
+		take := min(len(p), cap(chunk)-len(chunk))
+		c.chunks[last] = append(chunk, p[:take]...)
+		if stored != nil {
+			stored(c.chunks[last][len(chunk):])
+		}
+		p = p[take:]
+	}
 }
 
 // Pieces returns the capture as stored, without joining it.
@@ -166,12 +174,9 @@ func (r *remote) stream(ctx context.Context, argv []string, sinks outputSinks) (
 				cancel(fmt.Errorf("%w: stdout passed %d bytes; raise maxOutputBytes or write less", ErrOutputTooLarge, limit))
 				return
 			}
-			stored := out.stdout.Write(data)
-			if sinks.onStdout != nil {
-				// The captured copy, which stays valid; data, the client's
-				// scratch, does not.
-				sinks.onStdout(stored)
-			}
+			// Sinks get the captured copy, which stays valid; data, the
+			// client's scratch, does not.
+			out.stdout.Write(data, sinks.onStdout)
 		default:
 			if room := limit - int64(out.stderr.Len()); room > 0 {
 				out.stderr.Write(data[:min(int64(len(data)), room)])

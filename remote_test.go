@@ -68,18 +68,24 @@ func TestCapturedStderrIsCapped(t *testing.T) {
 func TestChunkedCaptureKeepsPiecesAndJoinsOnce(t *testing.T) {
 	var c chunkedCapture
 	var want bytes.Buffer
-	var stored [][]byte
+	var stored []string
 	var copies [][]byte
+	keep := func(piece []byte) { copies = append(copies, piece) }
 	// Pieces that cross chunk boundaries, one larger than any chunk.
 	for i, size := range []int{10, firstCaptureChunk - 5, 7, 3 * firstCaptureChunk, maxCaptureChunk + 1, 1} {
 		p := bytes.Repeat([]byte{byte('a' + i)}, size)
-		stored = append(stored, c.Write(p))
-		copies = append(copies, p)
+		c.Write(p, keep)
+		stored = append(stored, string(p))
 		want.Write(p)
 	}
-	for i := range stored { // a piece handed to a sink is never moved or overwritten
-		if !bytes.Equal(stored[i], copies[i]) {
-			t.Fatalf("piece %d changed after later writes", i)
+	// Handed-over pieces are never moved or overwritten, and together
+	// they are what was written.
+	if string(bytes.Join(copies, nil)) != strings.Join(stored, "") {
+		t.Fatal("the pieces handed over changed or are out of order")
+	}
+	for i, chunk := range c.chunks[:len(c.chunks)-1] {
+		if len(chunk) != cap(chunk) {
+			t.Fatalf("chunk %d is %d of %d bytes full; only the last may have room", i, len(chunk), cap(chunk))
 		}
 	}
 	if c.Len() != want.Len() || len(c.chunks) < 3 {
