@@ -262,6 +262,9 @@ func (e *envelopeReader) next() (flags byte, payload []byte, err error) {
 // zero bytes, room for a header without another copy.
 func marshalJSON(v any, prefix int) ([]byte, error) {
 	var b bytes.Buffer
+	if h, ok := v.(interface{ jsonSizeHint() int }); ok {
+		b.Grow(prefix + h.jsonSizeHint())
+	}
 	b.Write(make([]byte, prefix))
 	enc := json.NewEncoder(&b)
 	enc.SetEscapeHTML(false)

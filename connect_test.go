@@ -237,3 +237,18 @@ func TestOutputChunkDecoding(t *testing.T) {
 		t.Error("garbage base64 accepted")
 	}
 }
+
+// A request's size hint covers its JSON, so encoding it never regrows.
+func TestRunCommandRequestSizeHint(t *testing.T) {
+	req := &RunCommandRequest{InstanceID: "i", TargetContainerName: "main-container", Command: &Command{
+		Command: []string{"sh", "-c", strings.Repeat("A", 120<<10), `quote " and \ and <>&`},
+		EnvVars: []EnvironmentVariable{{Name: "K", Value: "v"}, {Name: "TRACEPARENT", Value: "00-abc-def-01"}},
+	}}
+	body, err := marshalJSON(req, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hint := req.jsonSizeHint() + 5; hint < len(body) || cap(body) >= 2*hint {
+		t.Fatalf("hint %d for %d bytes (buffer %d): it must cover the JSON, so the buffer never doubles", hint, len(body), cap(body))
+	}
+}

@@ -271,6 +271,22 @@ type RunCommandRequest struct {
 	Command             *Command `json:"command,omitempty"`
 }
 
+// jsonSizeHint is about the size of r's JSON: an upload's argv is most of
+// a megabyte, and encoding it into a buffer grown as it goes copied it
+// several times.
+func (r *RunCommandRequest) jsonSizeHint() int {
+	n := 128 + len(r.InstanceID) + len(r.TargetContainerName)
+	if r.Command != nil {
+		for _, a := range r.Command.Command {
+			n += len(a) + 3
+		}
+		for _, e := range r.Command.EnvVars {
+			n += len(e.Name) + len(e.Value) + 24
+		}
+	}
+	return n
+}
+
 // OutputStream names which stream a chunk of command output came from.
 type OutputStream string
 
