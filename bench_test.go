@@ -424,3 +424,23 @@ func TestGeneratedBundleRuns(t *testing.T) {
 		t.Fatalf("%+v", res)
 	}
 }
+
+// partsCapacity is how many payload bytes fit in room when split into
+// arguments of at most maxArgBytes (the planned flow's upload).
+func partsCapacity(room int) int {
+	per := maxArgBytes + execOverhead
+	full := room / per
+	rest := max(room%per-execOverhead, 0)
+	return full*maxArgBytes + rest
+}
+
+// splitArgs cuts s into arguments of at most maxArgBytes.
+func splitArgs(s string) []string {
+	var parts []string
+	for len(s) > 0 {
+		n := min(len(s), maxArgBytes)
+		parts = append(parts, s[:n])
+		s = s[n:]
+	}
+	return parts
+}

@@ -269,22 +269,3 @@ func planUpload(runID string, parts []string, then string, env []EnvironmentVari
 	plan.final = append([]string{"sh", "-c", finalScript, "sh"}, parts[first:]...)
 	return plan, nil
 }
-
-// partsCapacity is how many payload bytes fit in room when split into
-// arguments of at most maxArgBytes.
-func partsCapacity(room int) int {
-	per := maxArgBytes + execOverhead
-	full := room / per
-	rest := max(room%per-execOverhead, 0)
-	return full*maxArgBytes + rest
-}
-
-func splitArgs(s string) []string {
-	var parts []string
-	for len(s) > 0 {
-		n := min(len(s), maxArgBytes)
-		parts = append(parts, s[:n])
-		s = s[n:]
-	}
-	return parts
-}
