@@ -6,8 +6,6 @@ import (
 	"crypto/x509"
 	"io"
 	"net/http"
-	"os"
-	"strconv"
 	"sync"
 	"testing"
 )
@@ -18,10 +16,7 @@ import (
 // calls: create, wait, run, destroy) with none of the driver's work. What
 // the driver costs beyond net/http and TLS is the difference.
 func BenchmarkInFlightTLSFloor(b *testing.B) {
-	n := 50
-	if v, err := strconv.Atoi(os.Getenv("NSDRIVER_BENCH_INFLIGHT")); err == nil && v > 0 {
-		n = v
-	}
+	n := inFlightN()
 	emu := separateTLSEmulator(b)
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(emu.certPEM)

@@ -74,10 +74,7 @@ func TestBurstSharesConnectionsOverTLS(t *testing.T) {
 // 1024 file descriptors. N is NSDRIVER_BENCH_INFLIGHT (default 50; the
 // BENCHMARKS.md figures use 1000).
 func BenchmarkInFlightTLS(b *testing.B) {
-	n := 50
-	if v, err := strconv.Atoi(os.Getenv("NSDRIVER_BENCH_INFLIGHT")); err == nil && v > 0 {
-		n = v
-	}
+	n := inFlightN()
 	emu := separateTLSEmulator(b)
 	var limit syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &limit); err != nil {
@@ -174,6 +171,15 @@ func BenchmarkInFlightTLS(b *testing.B) {
 	b.ReportMetric(pct(0.99), "p99-ms")
 }
 
+// inFlightN is how many executions the in-flight benchmarks run at once:
+// NSDRIVER_BENCH_INFLIGHT, default 50.
+func inFlightN() int {
+	if v, err := strconv.Atoi(os.Getenv("NSDRIVER_BENCH_INFLIGHT")); err == nil && v > 0 {
+		return v
+	}
+	return 50
+}
+
 // cpuTime is this process's user + system CPU time so far.
 func cpuTime() time.Duration {
 	var ru syscall.Rusage
@@ -255,8 +261,7 @@ func BenchmarkLargeOutput(b *testing.B) {
 	})
 	b.Run("ExecuteJSON", func(b *testing.B) {
 		measureLargeOutput(b, func() error {
-			var written countingWriter
-			written.w = io.Discard
+			written := countingWriter{w: io.Discard}
 			if res, err := d.ExecuteJSON(context.Background(), req, Callbacks{}, &written); err != nil || res.Status != ResultSuccess || written.n < largeOutput*4/3 {
 				return fmt.Errorf("result %s, %d bytes written, %v", res.Error, written.n, err)
 			}
