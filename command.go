@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 	"unicode/utf8"
 )
 
@@ -14,7 +15,7 @@ const maxErrorStderr = 4096
 
 // runCommandMode runs methodArgs.run with `sh -c` and turns stdout into the
 // resource output, per the contract's command mode.
-func (x *execution) runCommandMode(ctx context.Context, stdin func() ([]byte, error)) ([]DriverOutput, error) {
+func (x *execution) runCommandMode(ctx context.Context, stdin func(context.Context) ([]byte, error)) ([]DriverOutput, error) {
 	script := x.req.MethodArgs["run"].(string)
 	rc := x.remote(workloadEnv(x.d.cfg.Env, x.req.TraceHeaders))
 	argv := []string{"sh", "-c", script}
@@ -22,7 +23,7 @@ func (x *execution) runCommandMode(ctx context.Context, stdin func() ([]byte, er
 		// Too long for one argument, or with input: it travels as files.
 		files, then := []file{{name: "run.sh", data: []byte(script)}}, `sh "$d/run.sh"`
 		if stdin != nil {
-			data, err := stdin()
+			data, err := stdin(ctx)
 			if err != nil {
 				return nil, err
 			}
@@ -70,9 +71,14 @@ func (x *execution) runCommandMode(ctx context.Context, stdin func() ([]byte, er
 	return outputs, nil
 }
 
-// readStdin reads the request's Stdin in the background, beside the boot;
-// wait returns it. Call wait before returning: it ends the reading.
-func (x *execution) readStdin() (wait func() ([]byte, error)) {
+// readStdin reads the request's Stdin in the background, beside the boot.
+// wait returns it, or the context's error when ctx ends first: a pipe that
+// never closes must not hold off the timeout or the caller's cancel. stop
+// ends the reading before Execute returns: a reader with SetReadDeadline (an
+// *os.File on a pipe the runtime polls) is interrupted and waited for;
+// another is left to finish its blocked Read on its own, since nothing can
+// interrupt it.
+func (x *execution) readStdin() (wait func(context.Context) ([]byte, error), stop func()) {
 	done := make(chan struct{})
 	var data []byte
 	var err error
@@ -86,10 +92,28 @@ func (x *execution) readStdin() (wait func() ([]byte, error)) {
 			err = fmt.Errorf("%w: stdin is over %d MiB; pass a file to the command another way", ErrInvalidRequest, MaxStdinBytes>>20)
 		}
 	}()
-	return func() ([]byte, error) {
-		<-done
-		return data, err
+	wait = func(ctx context.Context) ([]byte, error) {
+		select {
+		case <-done:
+			return data, err
+		case <-ctx.Done():
+			return nil, fmt.Errorf("reading stdin: %w", ctx.Err())
+		}
 	}
+	stop = func() {
+		select {
+		case <-done:
+			return
+		default:
+		}
+		d, ok := x.req.Stdin.(interface{ SetReadDeadline(time.Time) error })
+		if !ok || d.SetReadDeadline(time.Unix(1, 0)) != nil {
+			return
+		}
+		<-done
+		_ = d.SetReadDeadline(time.Time{}) // the caller's file as it was
+	}
+	return wait, stop
 }
 
 // maxEchoedCommand is how much of the script metadata.command repeats; a

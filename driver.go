@@ -209,7 +209,7 @@ func (x *execution) image() string {
 // returns the work's outputs.
 func (x *execution) run(ctx context.Context) (outputs []DriverOutput, err error) {
 	var upload func() (*bundleUpload, error)
-	var stdin func() ([]byte, error)
+	var stdin func(context.Context) ([]byte, error)
 	switch {
 	case x.mode == modeBundle:
 		// Checked before any VM exists; packing overlaps the boot.
@@ -218,8 +218,9 @@ func (x *execution) run(ctx context.Context) (outputs []DriverOutput, err error)
 		}
 		defer func() { _, _ = upload() }()
 	case x.req.Stdin != nil:
-		stdin = x.readStdin() // overlaps the boot too
-		defer func() { _, _ = stdin() }()
+		var stop func()
+		stdin, stop = x.readStdin() // overlaps the boot too
+		defer stop()
 	}
 	began := time.Now()
 	inst, err := x.acquireInstance(ctx)

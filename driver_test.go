@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -383,27 +382,6 @@ func TestContainerRequestPerImageKind(t *testing.T) {
 		t.Fatalf("containers %+v", got)
 	}
 }
-
-// Stdin is read while the VM boots, uploaded, and fed to the command.
-func TestCommandStdin(t *testing.T) {
-	env := newTestEnv(t, Config{}, nsemu.Options{})
-	req := commandRequest("wc -l; cat | head -c 3")
-	req.Stdin = strings.NewReader("1\n2\n3\n4\n5\n")
-	res := env.driver.Execute(context.Background(), req, Callbacks{})
-	if res.Status != ResultSuccess || string(res.Outputs[0].Content) != "5\n" {
-		t.Fatalf("result %+v %q", res.Error, res.Outputs)
-	}
-	big := commandRequest("true")
-	big.Stdin = io.LimitReader(zeros{}, MaxStdinBytes+1)
-	res = env.driver.Execute(context.Background(), big, Callbacks{})
-	if res.Status != ResultError || !errors.Is(res.Err, ErrInvalidRequest) || !strings.Contains(res.Error, "stdin is over 16 MiB") {
-		t.Fatalf("oversized stdin: %+v", res.Error)
-	}
-}
-
-type zeros struct{}
-
-func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
 
 // A failed command keeps its exit code in the metadata, and its error is
 // the tail of its stderr, or says the code.

@@ -26,7 +26,9 @@ type ExecutionRequest struct {
 	// only, never in JSON). The API has no stdin, so it is read to its end
 	// while the VM boots (at most MaxStdinBytes; more is ErrInvalidRequest
 	// before the command runs), uploaded, and redirected into the command.
-	// Execute returns only after reading it.
+	// A reader that never ends does not hold off the timeout or a cancel:
+	// Execute then interrupts a reader with SetReadDeadline (an *os.File
+	// pipe) and waits for it; another it leaves in its blocked Read.
 	Stdin io.Reader `json:"-"`
 }
 

@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -104,26 +103,5 @@ func TestExecFailedResultHasExitCode(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || r.code != 1 || res.Error != "disk full" || res.Metadata.ExitCode == nil || *res.Metadata.ExitCode != 3 {
 		t.Fatalf("%+v %+v %v", r, res, err)
-	}
-}
-
-func TestRunStdin(t *testing.T) {
-	r := nsd(t, "1\n2\n3\n4\n5\n", "run", "-i", "--quiet", "--", "wc -l")
-	if r.code != 0 || strings.TrimSpace(r.stdout) != "5" {
-		t.Fatalf("-i: %+v", r)
-	}
-	r = nsd(t, "ignored\n", "run", "--quiet", "--", "cat; echo done")
-	if r.code != 0 || r.stdout != "done\n" || strings.Count(r.stderr, "stdin is not sent to the command; pass -i") != 1 {
-		t.Fatalf("without -i: %+v", r)
-	}
-	big := filepath.Join(t.TempDir(), "big")
-	f, _ := os.Create(big)
-	_ = f.Truncate(nsdriver.MaxStdinBytes + 1)
-	f.Close()
-	cmd := exec.Command(binary, "run", "-i", "--", "wc -c")
-	cmd.Stdin, _ = os.Open(big)
-	out, err := cmd.CombinedOutput()
-	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(string(out), "over the 16 MiB cap") || strings.Contains(string(out), "creating") {
-		t.Fatalf("oversized file: %v %s", err, out)
 	}
 }

@@ -83,8 +83,8 @@ func cmdRun(ctx context.Context, args []string, stdin *os.File, stdout, stderr i
 }
 
 // runInput is stdin for -i: refused when it is a terminal (the API has no
-// interactive stdin), and when it is a file over the cap, before anything
-// runs.
+// interactive stdin; /dev/null is a character device but no terminal), and
+// when it is a file over the cap, before anything runs.
 func runInput(stdin *os.File, send bool) (io.Reader, error) {
 	if !send {
 		return nil, nil
@@ -93,7 +93,7 @@ func runInput(stdin *os.File, send bool) (io.Reader, error) {
 	if err != nil {
 		return nil, usageError{fmt.Sprintf("-i: cannot read stdin: %v", err)}
 	}
-	if info.Mode()&os.ModeCharDevice != 0 {
+	if isTerminal(stdin) {
 		return nil, usageError{"-i sends stdin to the command, but stdin is a terminal: it is not interactive; pipe or redirect the input (e.g. `seq 5 | nsdriver run -i -- wc -l`)"}
 	}
 	if info.Mode().IsRegular() && info.Size() > nsdriver.MaxStdinBytes {
