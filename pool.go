@@ -21,10 +21,22 @@ type warmPool struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu     sync.Mutex
-	closed bool
-	idle   map[string][]*instance // image → booted instances
+	mu      sync.Mutex
+	closed  bool
+	idle    map[string][]*instance // image → booted instances
+	filling map[string]int         // image → fills under way
 }
+
+// A failed fill tries again after fillRetryWait, doubling up to
+// maxFillRetryWait, maxFillTries times in all: after that the next take
+// starts a fresh one, so a pool whose image cannot boot does not create VMs
+// unasked forever. A variable, so that tests need not wait seconds.
+var fillRetryWait = time.Second
+
+const (
+	maxFillRetryWait = time.Minute
+	maxFillTries     = 5
+)
 
 // poolMinLife is how much deadline an idle instance must have left to be
 // handed out; one closer to its end is recycled.
@@ -34,7 +46,7 @@ const poolMinLife = 30 * time.Second
 // at once and any other image's on its first use.
 func newWarmPool(vms *instances, size int, image string) *warmPool {
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &warmPool{vms: vms, size: size, ctx: ctx, cancel: cancel, idle: map[string][]*instance{}}
+	p := &warmPool{vms: vms, size: size, ctx: ctx, cancel: cancel, idle: map[string][]*instance{}, filling: map[string]int{}}
 	p.ensure(image)
 	return p
 }
@@ -53,49 +65,78 @@ func (p *warmPool) ensure(image string) {
 		return
 	}
 	p.idle[image] = []*instance{}
-	for range p.size {
-		p.fillLocked(image)
+	p.topUpLocked(image)
+}
+
+// topUpLocked starts fills until image's idle and filling instances make
+// the pool's size; callers hold mu.
+func (p *warmPool) topUpLocked(image string) {
+	for !p.closed && len(p.idle[image])+p.filling[image] < p.size {
+		p.filling[image]++
+		p.wg.Add(1)
+		go p.fill(image)
 	}
 }
 
-// fillLocked boots one instance for image in the background; callers hold mu.
-func (p *warmPool) fillLocked(image string) {
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		inst, err := p.vms.create(p.ctx, image, []Label{{Name: labelPrefix + "pool", Value: poolLabel(image)}})
-		if err != nil {
-			if p.ctx.Err() == nil {
-				p.vms.logger.Warn("warm pool: could not create an instance", "error", err)
+// fill boots one instance for image and adds it to the pool. A failed try
+// is tried again after a wait that doubles, up to maxFillTries in all.
+func (p *warmPool) fill(image string) {
+	defer p.wg.Done()
+	wait := fillRetryWait
+	for try := 1; ; try++ {
+		inst, err := p.boot(image)
+		if err == nil {
+			p.mu.Lock()
+			p.filling[image]--
+			if !p.closed {
+				p.idle[image] = append(p.idle[image], inst)
+				p.mu.Unlock()
+				p.vms.logger.Debug("warm pool: instance ready", "instance", inst.InstanceID())
+				return
 			}
-			return
-		}
-		if err := p.vms.wait(p.ctx, inst); err != nil {
+			p.mu.Unlock()
 			p.vms.destroy(p.ctx, inst.InstanceID())
 			return
 		}
-		p.mu.Lock()
-		if !p.closed {
-			p.idle[image] = append(p.idle[image], inst)
+		if p.ctx.Err() != nil || try == maxFillTries || !sleepCtx(p.ctx, wait) {
+			if p.ctx.Err() == nil {
+				p.vms.logger.Warn("warm pool: could not boot an instance; the next execution tries again", "tries", try, "error", err)
+			}
+			p.mu.Lock()
+			p.filling[image]--
 			p.mu.Unlock()
-			p.vms.logger.Debug("warm pool: instance ready", "instance", inst.InstanceID())
 			return
 		}
-		p.mu.Unlock()
-		p.vms.destroy(p.ctx, inst.InstanceID())
-	}()
+		p.vms.logger.Warn("warm pool: could not boot an instance; trying again", "in", wait.String(), "error", err)
+		wait = min(2*wait, maxFillRetryWait)
+	}
 }
 
-// take hands out a booted instance for image, if one is ready, and starts
-// its replacement. Instances near their deadline are recycled instead.
+// boot creates one pooled instance for image and waits until it is ready;
+// one that fails to boot is destroyed.
+func (p *warmPool) boot(image string) (*instance, error) {
+	inst, err := p.vms.create(p.ctx, image, []Label{{Name: labelPrefix + "pool", Value: poolLabel(image)}})
+	if err != nil {
+		return nil, err
+	}
+	if err := p.vms.wait(p.ctx, inst); err != nil {
+		p.vms.destroy(p.ctx, inst.InstanceID())
+		return nil, err
+	}
+	return inst, nil
+}
+
+// take hands out a booted instance for image, if one is ready, and tops the
+// pool up again — after a miss too, so fills that gave up are restarted by
+// demand. Instances near their deadline are recycled instead.
 func (p *warmPool) take(image string) (*instance, bool) {
 	p.ensure(image)
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	defer p.topUpLocked(image)
 	for !p.closed && len(p.idle[image]) > 0 {
 		inst := p.idle[image][0]
 		p.idle[image] = p.idle[image][1:]
-		p.fillLocked(image)
 		if time.Until(inst.Metadata.Deadline.Time) > poolMinLife {
 			return inst, true
 		}

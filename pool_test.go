@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
 	"go.uber.org/goleak"
 
 	"github.com/swamp-club/nsdriver/nsemu"
@@ -12,7 +13,7 @@ import (
 
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for end := time.Now().Add(10 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+	for end := time.Now().Add(time.Minute); !cond(); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(end) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
@@ -113,4 +114,56 @@ func TestWarmPoolFillWithLostResponseLeavesNothing(t *testing.T) {
 	if err := env.driver.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// A fill that fails is tried again: one refused CreateInstance does not leave
+// the pool empty for the Driver's life.
+func TestWarmPoolRetriesAFailedFill(t *testing.T) {
+	shortFillRetries(t)
+	env := newTestEnv(t, Config{WarmPool: 1}, nsemu.Options{Faults: []nsemu.Fault{
+		{Method: "CreateInstance", Code: connect.CodeFailedPrecondition}}})
+	defer func() { _ = env.driver.Shutdown(context.Background()) }()
+	pool := env.driver.pool
+	waitUntil(t, "the pool filled after a refused create", func() bool { return pool.idleCount(DefaultImage) == 1 })
+	res := env.driver.Execute(context.Background(), commandRequest("true"), Callbacks{})
+	if res.Status != ResultSuccess || res.Metadata.BootMs != 0 {
+		t.Fatalf("want a pooled run after the pool recovered, got %+v", res)
+	}
+	if n := env.emu.Count("CreateInstance"); n < 2 {
+		t.Fatalf("CreateInstance called %d times; want the refused one and its retry", n)
+	}
+}
+
+// A fill that gives up (every try failed) is restarted by the next
+// execution, which boots cold; the one after it is pooled.
+func TestWarmPoolRestartsAFillThatGaveUp(t *testing.T) {
+	shortFillRetries(t)
+	env := newTestEnv(t, Config{WarmPool: 1}, nsemu.Options{Faults: []nsemu.Fault{
+		{Method: "CreateInstance", Code: connect.CodeFailedPrecondition, Count: maxFillTries}}})
+	defer func() { _ = env.driver.Shutdown(context.Background()) }()
+	pool := env.driver.pool
+	waitUntil(t, "the fill to give up", func() bool {
+		pool.mu.Lock()
+		defer pool.mu.Unlock()
+		return env.emu.Count("CreateInstance") == maxFillTries && pool.filling[DefaultImage] == 0
+	})
+	if n := pool.idleCount(DefaultImage); n != 0 {
+		t.Fatalf("%d idle after every create was refused", n)
+	}
+	res := env.driver.Execute(context.Background(), commandRequest("true"), Callbacks{})
+	if res.Status != ResultSuccess || res.Metadata.BootMs == 0 {
+		t.Fatalf("want a cold boot while the pool is empty, got %+v", res)
+	}
+	waitUntil(t, "the pool refilled on demand", func() bool { return pool.idleCount(DefaultImage) == 1 })
+	res = env.driver.Execute(context.Background(), commandRequest("true"), Callbacks{})
+	if res.Status != ResultSuccess || res.Metadata.BootMs != 0 {
+		t.Fatalf("want a pooled run once the pool refilled, got %+v", res)
+	}
+}
+
+// shortFillRetries makes failed fills try again at once, for one test.
+func shortFillRetries(t *testing.T) {
+	saved := fillRetryWait
+	fillRetryWait = time.Millisecond
+	t.Cleanup(func() { fillRetryWait = saved })
 }
