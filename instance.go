@@ -119,7 +119,7 @@ func (m *instances) reclaim(ctx context.Context, createID string) {
 			}
 			return
 		}
-		if !sleepCtx(ctx, m.client.t.retry.backoff(attempt)) {
+		if !sleepCtx(ctx, m.client.t.retry.persistentBackoff(attempt)) {
 			m.logger.Info("no instance of the lost create turned up", "createId", createID)
 			return
 		}

@@ -93,7 +93,7 @@ func neverSent(err error) bool {
 // Which failures are transient is decided per procedure, not here.
 type RetryPolicy struct {
 	// MaxAttempts counts the first try; 1 disables retries (a destroy is
-	// retried until its context ends regardless).
+	// retried until its context ends regardless, at least 100 ms apart).
 	MaxAttempts int
 	// InitialBackoff is the wait before the second try; it doubles per try.
 	InitialBackoff time.Duration
@@ -104,6 +104,16 @@ type RetryPolicy struct {
 // DefaultRetryPolicy is 5 attempts, 100 ms doubling to at most 2 s.
 func DefaultRetryPolicy() RetryPolicy {
 	return RetryPolicy{MaxAttempts: 5, InitialBackoff: 100 * time.Millisecond, MaxBackoff: 2 * time.Second}
+}
+
+// minPersistentWait is the least wait between tries of a call that is
+// retried until its context ends (a destroy, the lost-create lookup): a
+// policy without backoff must not turn those into a busy loop of requests.
+const minPersistentWait = 100 * time.Millisecond
+
+// persistentBackoff is backoff for calls retried until their context ends.
+func (r RetryPolicy) persistentBackoff(attempt int) time.Duration {
+	return max(r.backoff(attempt), minPersistentWait)
 }
 
 func (r RetryPolicy) backoff(attempt int) time.Duration {
@@ -145,6 +155,9 @@ func (t *transport) call(ctx context.Context, p procedure, attempt func(token st
 			return err
 		}
 		wait := t.retry.backoff(try)
+		if p.untilDeadline {
+			wait = t.retry.persistentBackoff(try)
+		}
 		t.logger.Debug("retrying Namespace API call", "procedure", p.path, "attempt", try+2, "after", wait, "error", err)
 		if !sleepCtx(ctx, wait) {
 			return withContextErr(err, ctx)

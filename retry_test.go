@@ -3,6 +3,7 @@ package nsdriver
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"net/http"
 	"sync/atomic"
@@ -26,13 +27,12 @@ func TestRetriesUnavailable(t *testing.T) {
 }
 
 // TestRetryTable checks the per-procedure table of retry.go against a
-// server that always fails the same way. The client allows 3 attempts.
+// server that always fails the same way. The client allows 3 attempts. The
+// calls retried until their context ends get one the server ends at its
+// fourth request, one past MaxAttempts.
 func TestRetryTable(t *testing.T) {
-	short := func() context.Context {
-		ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
-		t.Cleanup(cancel)
-		return ctx
-	}
+	var short context.Context
+	var endShort context.CancelFunc
 	cases := []struct {
 		name   string
 		status int
@@ -78,10 +78,10 @@ func TestRetryTable(t *testing.T) {
 			return err
 		}, 1, false},
 		{"destroy retries internal until its cap, past MaxAttempts", 500, `{"code":"internal"}`, func(c *Client, base string) error {
-			return c.DestroyInstance(short(), &DestroyInstanceRequest{InstanceID: "i"})
+			return c.DestroyInstance(short, &DestroyInstanceRequest{InstanceID: "i"})
 		}, 4, true},
 		{"destroy retries aborted", 409, `{"code":"aborted"}`, func(c *Client, base string) error {
-			return c.DestroyInstance(short(), &DestroyInstanceRequest{InstanceID: "i"})
+			return c.DestroyInstance(short, &DestroyInstanceRequest{InstanceID: "i"})
 		}, 4, true},
 		{"run command sync is not retried on unavailable", 503, `{"code":"unavailable"}`, func(c *Client, base string) error {
 			_, err := c.RunCommandSync(context.Background(), base, &RunCommandRequest{})
@@ -90,7 +90,13 @@ func TestRetryTable(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			short, endShort = context.WithCancel(context.Background())
+			defer endShort()
+			var served atomic.Int32
 			api := newFakeAPI(t, func(w http.ResponseWriter, r *http.Request) {
+				if served.Add(1) == 4 {
+					endShort()
+				}
 				w.WriteHeader(tc.status)
 				_, _ = w.Write([]byte(tc.body))
 			})
@@ -202,5 +208,31 @@ func TestRetryStopsWithContext(t *testing.T) {
 	_, err := c.ListInstances(ctx, &ListInstancesRequest{})
 	if !errors.Is(err, context.DeadlineExceeded) || len(api.requests()) >= 100 {
 		t.Fatalf("err %v after %d calls", err, len(api.requests()))
+	}
+}
+
+// A policy without backoff ("MaxAttempts: 1 disables retries") does not make
+// the calls retried until their context ends a busy loop: a destroy against
+// a server answering 503 for half a second, and the lost-create lookup, wait at
+// least minPersistentWait between tries.
+func TestPersistentRetriesKeepAMinimumWait(t *testing.T) {
+	const window = 500 * time.Millisecond
+	maxRequests := int(window/minPersistentWait) + 1
+	for _, policy := range []RetryPolicy{{MaxAttempts: 1}, {}} {
+		api := newFakeAPI(t, func(w http.ResponseWriter, r *http.Request) {
+			writeJSON(w, 503, map[string]string{"code": "unavailable", "message": "try later"})
+		})
+		m := &instances{client: api.client(t, WithRetryPolicy(policy)), logger: slog.New(slog.DiscardHandler), destroyCap: window}
+		if m.destroy(context.Background(), "i-1") {
+			t.Fatalf("%+v: destroy reported success against a server answering 503", policy)
+		}
+		if n := len(api.requests()); n < 2 || n > maxRequests {
+			t.Fatalf("%+v: destroy sent %d requests in %v; want a retry, and at most %d (%v apart)", policy, n, window, maxRequests, minPersistentWait)
+		}
+		before := len(api.requests())
+		m.reclaim(context.Background(), "create-1")
+		if n := len(api.requests()) - before; n < 2 || n > maxRequests {
+			t.Fatalf("%+v: the lost-create lookup sent %d requests in %v; want at most %d", policy, n, window, maxRequests)
+		}
 	}
 }
