@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -155,9 +154,10 @@ func TestRootImportsOnlyStdlibAndXSync(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs go list")
 	}
-	out, err := exec.Command("go", "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", ".").Output()
+	cmd := goTool("list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", ".")
+	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("go list: %v", err)
+		t.Fatal(helperFailure(cmd, err))
 	}
 	for _, dep := range strings.Fields(string(out)) {
 		if dep != "github.com/swamp-club/nsdriver" && !strings.HasPrefix(dep, "golang.org/x/sync/") {

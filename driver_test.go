@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -174,26 +176,34 @@ func TestNonZeroExit(t *testing.T) {
 	}
 }
 
+// Stdout streams: the command prints "a" and waits until OnStdout has seen
+// it (a file the callback creates) before it prints "b". No clock involved:
+// output held back until the end would leave the command waiting.
 func TestStderrLinesInOrderAndStdoutStreams(t *testing.T) {
 	env := newTestEnv(t, Config{}, nsemu.Options{})
+	seen := filepath.Join(t.TempDir(), "a-seen")
 	var lines []string
 	var chunks []string
-	var chunkTimes []time.Time
 	res := env.driver.Execute(context.Background(), commandRequest(
-		`for i in 1 2 3; do echo "line $i" >&2; done; printf 'no newline' >&2; printf a; sleep 0.3; printf b`),
+		`for i in 1 2 3; do echo "line $i" >&2; done; printf 'no newline' >&2; printf a
+		i=0; while [ ! -e '`+seen+`' ] && [ $i -lt 6000 ]; do sleep 0.01; i=$((i+1)); done
+		[ -e '`+seen+`' ] || { echo "a was not delivered while the command ran" >&2; exit 9; }
+		printf b`),
 		Callbacks{OnLog: func(l string) { lines = append(lines, l) }, OnStdout: func(b []byte) {
 			chunks = append(chunks, string(b))
-			chunkTimes = append(chunkTimes, time.Now())
+			if string(b) == "a" {
+				_ = os.WriteFile(seen, nil, 0o600)
+			}
 		}})
 	if res.Status != ResultSuccess {
-		t.Fatalf("result %+v", res)
+		t.Fatalf("want success, got %+v", res)
 	}
 	want := "line 1|line 2|line 3|no newline"
 	if strings.Join(lines, "|") != want || strings.Join(res.Logs, "|") != want {
 		t.Fatalf("OnLog %q logs %q, want %q", lines, res.Logs, want)
 	}
-	if strings.Join(chunks, "") != "ab" || len(chunks) != 2 || chunkTimes[1].Sub(chunkTimes[0]) < 250*time.Millisecond {
-		t.Fatalf("stdout chunks %q: want a and b as they were written", chunks)
+	if strings.Join(chunks, "|") != "a|b" {
+		t.Fatalf("stdout chunks %q: want [a b], each as it was written", chunks)
 	}
 }
 

@@ -86,7 +86,7 @@ func BenchmarkExecTrue(b *testing.B) {
 	if err := os.WriteFile(hello+".go", []byte("package main\n\nimport \"fmt\"\n\nfunc main() { fmt.Println(\"hello\") }\n"), 0o644); err != nil {
 		b.Fatal(err)
 	}
-	if out, err := exec.Command("go", "build", "-o", hello, hello+".go").CombinedOutput(); err != nil {
+	if out, err := goTool("build", "-o", hello, hello+".go").CombinedOutput(); err != nil {
 		b.Fatalf("%v %s", err, out)
 	}
 	request := []byte(`{"methodName":"m","methodArgs":{"run":"true"}}`)

@@ -7,8 +7,11 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -28,6 +31,7 @@ func TestMain(m *testing.M) {
 	for _, name := range []string{"NAMESPACE_TOKEN", "NSC_TOKEN", "NSC_TOKEN_FILE", "NSC_ENDPOINT", "NSC_IAM_ENDPOINT", "NSC_GLOBAL_ENDPOINT"} {
 		os.Unsetenv(name)
 	}
+	goToolEnv = os.Environ()
 	dir, err := os.MkdirTemp("", "nsdriver-test-")
 	if err != nil {
 		panic(err)
@@ -38,6 +42,27 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// goToolEnv is the environment before TestMain moved HOME: the go command
+// finds its module cache, build cache and settings through it (offline,
+// a fresh HOME has no modules).
+var goToolEnv []string
+
+// goTool is the go command with the developer's own caches and settings.
+func goTool(args ...string) *exec.Cmd {
+	cmd := exec.Command("go", args...)
+	cmd.Env = goToolEnv
+	return cmd
+}
+
+// helperFailure says how a helper command failed, with its stderr.
+func helperFailure(cmd *exec.Cmd, err error) string {
+	msg := fmt.Sprintf("%s: %v", strings.Join(cmd.Args, " "), err)
+	if ee, ok := err.(*exec.ExitError); ok && len(ee.Stderr) > 0 {
+		msg += "\n" + string(ee.Stderr)
+	}
+	return msg
 }
 
 const testToken = "nsct_TESTTOKEN_do_not_leak_7f3a"

@@ -203,7 +203,7 @@ func separateTLSEmulator(b *testing.B) separateEmulator { return startSeparateEm
 func startSeparateEmulator(b *testing.B, flags ...string) separateEmulator {
 	b.Helper()
 	bin := filepath.Join(b.TempDir(), "nsdriver")
-	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/nsdriver").CombinedOutput(); err != nil {
+	if out, err := goTool("build", "-o", bin, "./cmd/nsdriver").CombinedOutput(); err != nil {
 		b.Fatalf("building nsdriver: %v\n%s", err, out)
 	}
 	cmd := exec.Command(bin, append([]string{"emulator"}, flags...)...)

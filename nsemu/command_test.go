@@ -23,19 +23,24 @@ import (
 // CommandService: output streaming, env, isolation, preconditions and the
 // processes behind each instance.
 
+// The command prints "b" only once the client has received "a" (a file the
+// test creates on receipt): output held back would leave it waiting.
 func TestRunCommandStreamsAsProduced(t *testing.T) {
 	h := start(t, Options{})
 	inst := h.running(t)
 	cmd := h.command(t, inst.ExtendedMetadata.CommandServiceEndpoint)
+	seen := t.TempDir() + "/a-seen"
+	script := `printf a; i=0; while [ ! -e '` + seen + `' ] && [ $i -lt 6000 ]; do sleep 0.01; i=$((i+1)); done
+		[ -e '` + seen + `' ] || { echo "a was not received while the command ran" >&2; exit 9; }
+		printf b; echo err >&2; exit 3`
 	stream, err := cmd.RunCommand(context.Background(), authed(h, &pb.RunCommandRequest{
 		InstanceId: inst.Metadata.InstanceId, TargetContainerName: "main",
-		Command: &pb.Command{Command: []string{"sh", "-c", "printf a; sleep 0.3; printf b; echo err >&2; exit 3"}},
+		Command: &pb.Command{Command: []string{"sh", "-c", script}},
 	}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var stdout []string
-	var times []time.Time
 	var stderr string
 	exit := int32(-1)
 	for stream.Receive() {
@@ -45,7 +50,9 @@ func TestRunCommandStreamsAsProduced(t *testing.T) {
 			exit = m.ExitStatus.ExitCode
 		case m.Stream == pb.RunCommandResponse_STDOUT:
 			stdout = append(stdout, string(m.Data))
-			times = append(times, time.Now())
+			if string(m.Data) == "a" {
+				_ = os.WriteFile(seen, nil, 0o600)
+			}
 		case m.Stream == pb.RunCommandResponse_STDERR:
 			stderr += string(m.Data)
 		}
@@ -54,10 +61,7 @@ func TestRunCommandStreamsAsProduced(t *testing.T) {
 		t.Fatal(err)
 	}
 	if strings.Join(stdout, "|") != "a|b" || stderr != "err\n" || exit != 3 {
-		t.Fatalf("stdout %q stderr %q exit %d", stdout, stderr, exit)
-	}
-	if gap := times[1].Sub(times[0]); gap < 250*time.Millisecond {
-		t.Fatalf("a and b arrived %v apart; output was buffered", gap)
+		t.Fatalf("want stdout [a b], stderr \"err\\n\", exit 3; got stdout %q, stderr %q, exit %d", stdout, stderr, exit)
 	}
 }
 
