@@ -125,16 +125,23 @@ func TestFaultMatrix(t *testing.T) {
 }
 
 func runScenario(t *testing.T, s step, faultName string, f *nsemu.Fault) {
-	timeout := 800 * time.Millisecond
-	if s.name == "upload" {
-		timeout = 6 * time.Second // packing and spilling 2 MiB takes over a second under -race on 2 busy cores
+	// Only the timeout scenarios may end at the timeout: the others get one
+	// no busy machine reaches, so that they end at their fault.
+	timeout := 2 * time.Minute
+	if faultName == "slower than the timeout" {
+		timeout = 800 * time.Millisecond
 	}
 	opts := nsemu.Options{Token: matrixToken}
 	if f.Method != "" {
 		opts.Faults = []nsemu.Fault{*f}
 	}
 	env := newTestEnv(t, Config{Timeout: Milliseconds(timeout), Env: map[string]string{"MATRIX_SECRET": matrixSecret}}, opts)
-	env.driver.vms.destroyCap = 300 * time.Millisecond
+	switch s.name {
+	case "destroy":
+		env.driver.vms.destroyCap = 300 * time.Millisecond // how long a failing destroy keeps trying
+	case "create":
+		env.driver.vms.destroyCap = 2 * time.Second // how long the lost create is looked for
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
@@ -172,19 +179,19 @@ func runScenario(t *testing.T, s step, faultName string, f *nsemu.Fault) {
 	}
 	if wantErr == nil {
 		if res.Status != ResultSuccess || !res.Metadata.Destroyed {
-			t.Fatalf("result %+v", res)
+			t.Fatalf("%s: want success with the VM destroyed, got %+v", t.Name(), res)
 		}
 		return
 	}
 	if res.Status != ResultError || !matches(res.Err, wantErr) || !strings.Contains(res.Error, wantMessage) || len(res.Outputs) != 0 {
-		t.Fatalf("result %+v\nwant an error matching %v saying %q", res, wantErr, wantMessage)
+		t.Fatalf("%s: want an error matching %v saying %q, got %+v", t.Name(), wantErr, wantMessage, res)
 	}
 	created := env.emu.Count("CreateInstance") > 0 && (s.name != "create")
 	if created && (res.Metadata == nil || !res.Metadata.Destroyed) {
-		t.Fatalf("the VM was created but not destroyed: %+v", res.Metadata)
+		t.Fatalf("%s: the VM was created but not destroyed: %+v", t.Name(), res.Metadata)
 	}
 	if !created && res.Metadata != nil {
-		t.Fatalf("metadata %+v for a VM that was never created", res.Metadata)
+		t.Fatalf("%s: metadata %+v for a VM that was never created", t.Name(), res.Metadata)
 	}
 }
 
@@ -239,23 +246,23 @@ func expectation(s step, faultName string) (string, error) {
 func checkDestroyFailure(t *testing.T, env *testEnv, res ExecutionResult) {
 	t.Helper()
 	if res.Status != ResultSuccess || res.Metadata == nil || res.Metadata.Destroyed {
-		t.Fatalf("result %+v %+v", res, res.Metadata)
+		t.Fatalf("%s: want the work's success with destroyed false, got %+v %+v", t.Name(), res, res.Metadata)
 	}
 	id := res.Metadata.InstanceID
 	if !strings.Contains(env.logs.String(), "could not destroy the instance") || !strings.Contains(env.logs.String(), id) {
-		t.Fatalf("log does not name instance %s:\n%s", id, env.logs)
+		t.Fatalf("%s: log does not name instance %s:\n%s", t.Name(), id, env.logs)
 	}
 	var found bool
 	for _, inst := range env.emu.Instances() {
 		if inst.ID == id && inst.Status == "RUNNING" {
 			found = true
 			if until := time.Until(inst.Deadline); until < 5*time.Minute || until > 20*time.Minute {
-				t.Fatalf("leftover VM's deadline is %v away; want timeout + 5m", until)
+				t.Fatalf("%s: leftover VM's deadline is %v away; want timeout + 5m", t.Name(), until)
 			}
 		}
 	}
 	if !found {
-		t.Fatalf("instance %s should still be running after the failed destroy", id)
+		t.Fatalf("%s: instance %s should still be running after the failed destroy", t.Name(), id)
 	}
 	env.emu.ClearFaults()
 	if err := env.driver.client.DestroyInstance(context.Background(), &DestroyInstanceRequest{InstanceID: id}); err != nil {
