@@ -255,7 +255,9 @@ func (f *Fleet) run(ctx context.Context, slot int, inst *instance) (int, error) 
 	})
 	stdout.flush()
 	stderr.flush()
-	if errors.Is(cmdCtx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
+	// The server's copy of the deadline may answer before our timer fires:
+	// timedOut tells the two apart by the clock, not by which fired first.
+	if err != nil && ctx.Err() == nil && timedOut(cmdCtx, err) {
 		return -1, fmt.Errorf("%w after %s (the fleet's --timeout)", ErrTimeout, f.opts.Timeout)
 	}
 	return code, err

@@ -184,7 +184,7 @@ func TestFleetTimeoutEndsACommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !strings.Contains(env.logs.String(), "fleet's --timeout") {
-		t.Fatalf("logs:\n%s", env.logs)
+		t.Fatalf("want the fleet's --timeout blamed in the logs, whichever timer fired first; logs:\n%s", env.logs)
 	}
 }
 
