@@ -24,14 +24,16 @@ type sessionEnv struct {
 
 func newSessionEnv(t *testing.T, opts nsemu.Options) *sessionEnv {
 	t.Helper()
-	opts.SessionToken = testSession
+	if opts.SessionToken == "" {
+		opts.SessionToken = testSession
+	}
 	emu := startTestEmu(t, opts)
 	t.Setenv("NSC_IAM_ENDPOINT", emu.URL())
 	file := filepath.Join(t.TempDir(), "ns", "token.json")
 	if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(file, []byte(`{"session_token":"`+testSession+`"}`), 0o600); err != nil {
+	if err := os.WriteFile(file, []byte(`{"session_token":"`+opts.SessionToken+`"}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return &sessionEnv{emu: emu, file: file}
