@@ -236,3 +236,25 @@ func TestDestroyOfVanishedInstanceSucceeds(t *testing.T) {
 		t.Fatalf("destroy reported failure after %d requests", len(api.requests()))
 	}
 }
+
+// Every numeric code decodes to its name, in a body and in grpc-status, the
+// last (16, unauthenticated) and the first (1) included; 0 and 17 are not
+// codes.
+func TestEveryNumericCodeDecodes(t *testing.T) {
+	names := []string{"", "canceled", "unknown", "invalid_argument", "deadline_exceeded", "not_found", "already_exists",
+		"permission_denied", "resource_exhausted", "failed_precondition", "aborted", "out_of_range", "unimplemented",
+		"internal", "unavailable", "data_loss", "unauthenticated"}
+	for n := 1; n < len(names); n++ {
+		if e := decodeUnaryError(500, nil, []byte(fmt.Sprintf(`{"code":%d}`, n))); e.Code != Code(names[n]) {
+			t.Errorf(`{"code":%d} decoded as %q; want %q`, n, e.Code, names[n])
+		}
+		if e := decodeUnaryError(200, http.Header{"Grpc-Status": {fmt.Sprint(n)}}, nil); e.Code != Code(names[n]) {
+			t.Errorf("grpc-status %d decoded as %q; want %q", n, e.Code, names[n])
+		}
+	}
+	for _, n := range []int{0, len(names)} {
+		if e := decodeUnaryError(500, nil, []byte(fmt.Sprintf(`{"code":%d}`, n))); e.Code != CodeUnknown {
+			t.Errorf(`{"code":%d} decoded as %q; want unknown`, n, e.Code)
+		}
+	}
+}

@@ -131,12 +131,24 @@ func TestFleetReplacesAVMThatFailsToBoot(t *testing.T) {
 	}
 }
 
-// Three failed boots in a row end a fleet that cannot work.
+// Three failed boots in a row end a fleet that cannot work: with one slot
+// the boots are sequential, so exactly three VMs are tried.
 func TestFleetStopsAfterThreeFailedBoots(t *testing.T) {
-	f, _ := newFleet(t, nsemu.Options{Faults: []nsemu.Fault{{Method: "Boot", Count: -1}}}, FleetOptions{Size: 2, Script: "true"})
+	f, env := newFleet(t, nsemu.Options{Faults: []nsemu.Fault{{Method: "Boot", Count: -1}}}, FleetOptions{Size: 1, Script: "true"})
 	err := f.Run(context.Background())
-	if !errors.Is(err, ErrFleetFailed) || !strings.Contains(err.Error(), "failed to boot") {
-		t.Fatalf("err %v", err)
+	if !errors.Is(err, ErrFleetFailed) || !strings.Contains(err.Error(), "3 VMs in a row failed to boot") {
+		t.Fatalf("want ErrFleetFailed saying 3 VMs in a row failed to boot, got %v", err)
+	}
+	if n := env.emu.Count("CreateInstance"); n != fleetMaxBootFailures || fleetMaxBootFailures != 3 {
+		t.Fatalf("%d VMs created before the fleet stopped (limit %d); want exactly 3", n, fleetMaxBootFailures)
+	}
+	// Two slots: the fleet still stops, having tried at most one VM more.
+	f, env = newFleet(t, nsemu.Options{Faults: []nsemu.Fault{{Method: "Boot", Count: -1}}}, FleetOptions{Size: 2, Script: "true"})
+	if err := f.Run(context.Background()); !errors.Is(err, ErrFleetFailed) {
+		t.Fatalf("two slots: want ErrFleetFailed, got %v", err)
+	}
+	if n := env.emu.Count("CreateInstance"); n < 3 || n > 4 {
+		t.Fatalf("two slots: %d VMs created; want 3, or 4 with one in flight", n)
 	}
 }
 

@@ -212,7 +212,9 @@ func workloadEnv(cfgEnv map[string]string, traceHeaders map[string]string) []Env
 }
 
 // lineSplitter turns chunks into lines; a partial last line waits for
-// flush. With max set, an overlong line is emitted in pieces of that size.
+// flush. With max set, a line longer than max is emitted in pieces of that
+// size, as soon as it is known to be longer; one of exactly max bytes stays
+// one line, however its bytes arrive.
 type lineSplitter struct {
 	buf  []byte
 	max  int
@@ -224,7 +226,7 @@ func (l *lineSplitter) write(data []byte) {
 	for len(l.buf) > 0 {
 		i := bytes.IndexByte(l.buf, '\n')
 		switch {
-		case l.max > 0 && (i < 0 || i > l.max) && len(l.buf) >= l.max:
+		case l.max > 0 && (i > l.max || (i < 0 && len(l.buf) > l.max)):
 			l.emit(string(l.buf[:l.max]))
 			l.buf = l.buf[l.max:]
 		case i >= 0:
