@@ -17,7 +17,6 @@ import (
 type bundleUpload struct {
 	plan        uploadPlan
 	env         []EnvironmentVariable
-	marker      string
 	packedBytes int
 }
 
@@ -33,8 +32,7 @@ func (x *execution) prepareBundle() (wait func() (*bundleUpload, error), err err
 	if err != nil {
 		return nil, fmt.Errorf("%w: methodArgs or globalArgs cannot be encoded as JSON: %w", ErrInvalidRequest, err)
 	}
-	up := &bundleUpload{marker: "NSDRIVER-RESULT-" + x.d.vms.newID() + x.d.vms.newID()}
-	up.env = append(workloadEnv(cfg.Env, x.req.TraceHeaders), EnvironmentVariable{Name: "NSDRIVER_RESULT_MARKER", Value: up.marker})
+	up := &bundleUpload{env: workloadEnv(cfg.Env, x.req.TraceHeaders)}
 	run := `deno run --allow-all --no-prompt "$d/runner.js"`
 	if cfg.DenoSetup == DenoSetupInstall {
 		up.env = append(up.env, EnvironmentVariable{Name: "NSDRIVER_DENO_INSTALL_URL", Value: cfg.DenoInstallURL})
@@ -77,7 +75,7 @@ func (x *execution) runBundle(ctx context.Context, upload func() (*bundleUpload,
 	if err := rc.spill(ctx, up.plan); err != nil {
 		return nil, err
 	}
-	frame := frameScanner{marker: up.marker, onLine: x.logLine}
+	frame := frameScanner{onLine: x.logLine}
 	out, err := rc.stream(ctx, up.plan.final, outputSinks{onStdout: frame.write, onLine: x.logLine, limit: x.d.cfg.MaxOutputBytes})
 	if err != nil {
 		return nil, err

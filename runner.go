@@ -60,10 +60,15 @@ func tail(s string, n int) string {
 	return "…" + s[len(s)-n:]
 }
 
+// markerPrefix starts the marker the runner announces.
+const markerPrefix = "NSDRIVER-RESULT-"
+
 // frameScanner splits the runner's stdout into log lines and the result
-// document between "<marker>-BEGIN" and "<marker>-END" lines. Lines are not
-// cut into pieces: the document is one long line, and stdout as a whole is
-// already capped by maxOutputBytes.
+// document between "<marker>-BEGIN" and "<marker>-END" lines. Without a
+// marker set, the first line that starts with markerPrefix is the marker:
+// the runner announces it before the model loads, so a model's own lines
+// come after it. Lines are not cut into pieces: the document is one long
+// line, and stdout as a whole is already capped by maxOutputBytes.
 type frameScanner struct {
 	marker  string
 	onLine  func(string)
@@ -90,6 +95,8 @@ func (f *frameScanner) flush() {
 
 func (f *frameScanner) line(line string) {
 	switch {
+	case f.marker == "" && strings.HasPrefix(line, markerPrefix):
+		f.marker = line
 	case f.inFrame && line == f.marker+"-END":
 		f.inFrame, f.done = false, true
 	case f.inFrame:

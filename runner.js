@@ -3,13 +3,14 @@
 // 3 the bundle could not be loaded.
 //
 // The result document goes to stdout between two lines carrying a per-run
-// marker that only this runner knows (it arrives in NSDRIVER_RESULT_MARKER
-// and is removed from the environment before the model loads). Every
-// console.* call goes to stderr, so model output cannot corrupt the result.
+// marker that only this runner knows: it picks the marker itself and
+// announces it as its first line on stdout, before the model loads, so no
+// environment, argument or file ever holds it. Every console.* call goes to
+// stderr, so model output cannot corrupt the result.
 
 const encoder = new TextEncoder();
-const marker = Deno.env.get("NSDRIVER_RESULT_MARKER") ?? "";
-Deno.env.delete("NSDRIVER_RESULT_MARKER");
+const marker = "NSDRIVER-RESULT-" +
+  Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
 
 const writeErr = (text) => {
   const bytes = encoder.encode(text);
@@ -19,6 +20,7 @@ const writeOut = (text) => {
   const bytes = encoder.encode(text);
   for (let off = 0; off < bytes.length;) off += Deno.stdout.writeSync(bytes.subarray(off));
 };
+writeOut(`${marker}\n`);
 // Every line of a failure carries the prefix, so the host keeps all of a
 // multi-line message (a stack, a validation error's JSON).
 const fail = (code, message) => {
