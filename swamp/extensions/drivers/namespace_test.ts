@@ -311,3 +311,41 @@ Deno.test("aborting stops the run and still destroys the VM", async () => {
   const meta = lines.find((l) => l.startsWith("[nsdriver] instance "));
   assertStringIncludes(meta ?? "", "destroyed true");
 });
+
+Deno.test("the token reaches nsdriver in its environment, never in its arguments", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "nsdriver-spy-" });
+  try {
+    // A stand-in nsdriver that records what it was given, then runs the real one.
+    const spy = `${dir}/nsdriver`;
+    await Deno.writeTextFile(
+      spy,
+      `#!/bin/sh\nprintf '%s\\n' "$@" > '${dir}/argv'\nprintf '%s' "$NAMESPACE_TOKEN" > '${dir}/token'\nexec '${bin}' "$@"\n`,
+    );
+    await Deno.chmod(spy, 0o700);
+    const { result } = await exec(request(), { nsdriverPath: spy });
+    assertEquals(result.status, "success", result.error);
+    const argv = await Deno.readTextFile(`${dir}/argv`);
+    assert(!argv.includes(baseConfig.token), `the token is in nsdriver's arguments:\n${argv}`);
+    assertEquals(await Deno.readTextFile(`${dir}/token`), baseConfig.token);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("nsdriver failing without a result: every stderr line is in the error", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "nsdriver-fail-" });
+  try {
+    const failing = `${dir}/nsdriver`;
+    await Deno.writeTextFile(
+      failing,
+      "#!/bin/sh\ncat > /dev/null\necho 'nsdriver: first problem' >&2\necho 'nsdriver: second problem' >&2\nexit 2\n",
+    );
+    await Deno.chmod(failing, 0o700);
+    const { result } = await exec(request(), { nsdriverPath: failing });
+    assertEquals(result.status, "error");
+    assertStringIncludes(result.error!, "first problem");
+    assertStringIncludes(result.error!, "second problem");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
