@@ -208,14 +208,35 @@ func TestNewFleetRefusesBadOptions(t *testing.T) {
 	}
 }
 
-// A VM's short deadline is renewed (ensureMinimum) while its command runs.
+// A VM's short deadline is renewed (ensureMinimum) while its command runs:
+// the command waits until the emulator has seen three renewals (a file the
+// test creates then), so no clock decides how many fit.
 func TestFleetRenewsDeadlinesWhileRunning(t *testing.T) {
-	f, env := newFleet(t, nsemu.Options{}, FleetOptions{Size: 1, Total: 1, Script: "sleep 0.5"})
+	renewed := filepath.Join(t.TempDir(), "renewed")
+	f, env := newFleet(t, nsemu.Options{}, FleetOptions{Size: 1, Total: 1,
+		Script: "i=0; while [ ! -e '" + renewed + "' ] && [ $i -lt 6000 ]; do sleep 0.01; i=$((i+1)); done; [ -e '" + renewed + "' ]"})
 	f.renewEvery = 50 * time.Millisecond
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for env.emu.Count("ExtendInstance") < 3 {
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+		_ = os.WriteFile(renewed, nil, 0o600)
+	}()
 	if err := f.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if n := env.emu.Count("ExtendInstance"); n < 3 {
-		t.Fatalf("%d renewals during a 0.5 s command every 50 ms", n)
+	if !strings.Contains(env.logs.String(), "exitCode=0") {
+		t.Fatalf("want the command to see three renewals while it ran and exit 0; %d renewals, logs:\n%s", env.emu.Count("ExtendInstance"), env.logs)
+	}
+	for _, c := range env.emu.Calls() {
+		if c.Method == "ExtendInstance" && c.Code != "" {
+			t.Fatalf("a renewal failed: %+v", c)
+		}
 	}
 }

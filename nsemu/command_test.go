@@ -161,8 +161,8 @@ func TestDestroyKillsProcesses(t *testing.T) {
 	}
 	select {
 	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("command still running after destroy")
+	case <-time.After(time.Minute):
+		t.Fatal("command still running a minute after destroy")
 	}
 	waitFor(t, func() bool { return !alive(pid) })
 }

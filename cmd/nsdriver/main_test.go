@@ -276,7 +276,7 @@ func TestCrashSafety(t *testing.T) {
 			t.Fatal(err)
 		}
 		before := len(emu.LiveInstances())
-		deadline := time.Now().Add(10 * time.Second)
+		deadline := time.Now().Add(time.Minute)
 		for emu.Count("RunCommand") == 0 || len(emu.LiveInstances()) == before {
 			if time.Now().After(deadline) {
 				t.Fatal("the child never started its command")
@@ -319,7 +319,7 @@ func TestCrashSafety(t *testing.T) {
 		NewDeadline: nsdriver.NewTimestamp(time.Now().Add(300 * time.Millisecond))}); err != nil {
 		t.Fatal(err)
 	}
-	for end := time.Now().Add(5 * time.Second); len(emu.LiveInstances()) != 0; time.Sleep(20 * time.Millisecond) {
+	for end := time.Now().Add(time.Minute); len(emu.LiveInstances()) != 0; time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(end) {
 			t.Fatalf("the orphan outlived its deadline: %v", emu.LiveInstances())
 		}
