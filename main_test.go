@@ -28,7 +28,7 @@ func TestMain(m *testing.M) {
 	if recording() {
 		liveRecordToken = os.Getenv("NAMESPACE_TOKEN")
 	}
-	for _, name := range []string{"NAMESPACE_TOKEN", "NSC_TOKEN", "NSC_TOKEN_FILE", "NSC_ENDPOINT", "NSC_IAM_ENDPOINT", "NSC_GLOBAL_ENDPOINT"} {
+	for _, name := range []string{"NAMESPACE_TOKEN", "NSC_TOKEN", "NSC_TOKEN_SPEC", "NSC_TOKEN_SPEC_FILE", "NSC_TOKEN_FILE", "NSC_ENDPOINT", "NSC_IAM_ENDPOINT", "NSC_GLOBAL_ENDPOINT"} {
 		os.Unsetenv(name)
 	}
 	goToolEnv = os.Environ()

@@ -32,7 +32,7 @@ func TestMain(m *testing.M) {
 	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
 		panic(string(out))
 	}
-	for _, name := range []string{"NAMESPACE_TOKEN", "NSC_TOKEN", "NSC_TOKEN_FILE", "NSC_ENDPOINT"} {
+	for _, name := range []string{"NAMESPACE_TOKEN", "NSC_TOKEN", "NSC_TOKEN_SPEC", "NSC_TOKEN_SPEC_FILE", "NSC_TOKEN_FILE", "NSC_ENDPOINT", "NSC_IAM_ENDPOINT", "NSC_GLOBAL_ENDPOINT"} {
 		os.Unsetenv(name)
 	}
 	os.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "xdg"))
