@@ -48,7 +48,9 @@ func (t StaticToken) String() string { return "StaticToken(…)" }
 var workloadTokenPath = "/var/run/nsc/token.json"
 
 // NewTokenSource walks the token chain of docs/config.md; the first source
-// that is set wins: token, tokenFile, NAMESPACE_TOKEN, NSC_TOKEN,
+// that is set wins: token, tokenFile, NAMESPACE_TOKEN, NSC_TOKEN
+// (deprecated; see Deprecation), NSC_TOKEN_SPEC / NSC_TOKEN_SPEC_FILE (the
+// metadata-service spec nsc reads inside Namespace instances),
 // NSC_TOKEN_FILE, the workload file /var/run/nsc/token.json, the `nsc
 // login` file <os.UserConfigDir()>/ns/token.json. A configured source that
 // cannot be read or is malformed is an error, not a fall-through; an
@@ -60,10 +62,21 @@ func NewTokenSource(token, tokenFile string) (TokenSource, error) {
 	if tokenFile != "" {
 		return newFileSource(tokenFile, "the tokenFile setting")
 	}
-	for _, name := range []string{"NAMESPACE_TOKEN", "NSC_TOKEN"} {
-		if t := strings.TrimSpace(os.Getenv(name)); t != "" {
-			return checkedStatic(t, name)
+	if t := strings.TrimSpace(os.Getenv("NAMESPACE_TOKEN")); t != "" {
+		return checkedStatic(t, "NAMESPACE_TOKEN")
+	}
+	if t := strings.TrimSpace(os.Getenv("NSC_TOKEN")); t != "" {
+		src, err := checkedStatic(t, "NSC_TOKEN")
+		if err != nil {
+			return nil, err
 		}
+		return deprecatedToken{src.(StaticToken)}, nil
+	}
+	if spec, origin, err := tokenSpec(); err != nil || spec != "" {
+		if err != nil {
+			return nil, err
+		}
+		return newSpecSource(spec, origin)
 	}
 	if f := os.Getenv("NSC_TOKEN_FILE"); f != "" {
 		return newFileSource(f, "NSC_TOKEN_FILE")
@@ -79,6 +92,19 @@ func NewTokenSource(token, tokenFile string) (TokenSource, error) {
 		return newFileSource(f, f)
 	}
 	return nil, ErrNoToken
+}
+
+// deprecatedToken is a token from NSC_TOKEN, a name nsdriver invented in
+// nsc's namespace: still read, with a notice.
+type deprecatedToken struct{ StaticToken }
+
+// Deprecation is a one-line notice when src comes from a deprecated
+// setting (NSC_TOKEN), else "". New logs it; the CLI prints it.
+func Deprecation(src TokenSource) string {
+	if _, ok := src.(deprecatedToken); ok {
+		return "NSC_TOKEN is deprecated (the name belongs to nsc); set NAMESPACE_TOKEN instead"
+	}
+	return ""
 }
 
 func checkedStatic(token, origin string) (TokenSource, error) {
@@ -104,7 +130,8 @@ func loginTokenPath() string {
 }
 
 // tokenFile is what a token file holds: a bearer token (bearer_token, the
-// legacy tenant_token, or raw text) or a session token to exchange.
+// legacy tenant_token, or raw text), a session token to exchange, or both
+// (the bearer is used while valid, then the session).
 type tokenFile struct {
 	bearer, session string
 }
@@ -131,27 +158,30 @@ func readTokenFile(path, origin string) (tokenFile, error) {
 	if err := json.Unmarshal(data, &f); err != nil {
 		return tokenFile{}, fmt.Errorf("the Namespace token file %s (from %s) is not valid JSON (%v); run `nsc login` to write a new one", path, origin, err)
 	}
-	switch {
-	case strings.TrimSpace(f.BearerToken) != "":
-		return tokenFile{bearer: strings.TrimSpace(f.BearerToken)}, nil
-	case strings.TrimSpace(f.SessionToken) != "":
-		return tokenFile{session: strings.TrimSpace(f.SessionToken)}, nil
-	case strings.TrimSpace(f.TenantToken) != "":
-		return tokenFile{bearer: strings.TrimSpace(f.TenantToken)}, nil
+	tf := tokenFile{bearer: strings.TrimSpace(f.BearerToken), session: strings.TrimSpace(f.SessionToken)}
+	if tf.bearer == "" {
+		tf.bearer = strings.TrimSpace(f.TenantToken)
+	}
+	if tf.bearer != "" || tf.session != "" {
+		return tf, nil
 	}
 	return tokenFile{}, fmt.Errorf("the Namespace token file %s (from %s) has no bearer_token, session_token or tenant_token; run `nsc login`", path, origin)
 }
 
 // fileSource serves the token of a token file: a bearer token, re-read
 // when it nears expiry (the workload file is rotated in place), or a
-// session exchanged for tenant tokens (session.go).
+// session exchanged for tenant tokens (session.go). A file with both uses
+// the bearer while it has minValidity left, then the session.
 type fileSource struct {
 	path, origin string
 
 	mu      sync.Mutex
-	current string    // the token handed out
+	current string    // the bearer token handed out; "" once only the session serves
 	exp     time.Time // its expiry; zero: none known
 	session *session  // non-nil when the file holds a session token
+	// claims is the token whose claims name the region: the session's, as
+	// nsc reads it, else the bearer's (as read at start).
+	claims string
 }
 
 func newFileSource(path, origin string) (*fileSource, error) {
@@ -159,13 +189,13 @@ func newFileSource(path, origin string) (*fileSource, error) {
 	if err != nil {
 		return nil, err
 	}
-	src := &fileSource{path: path, origin: origin}
+	src := &fileSource{path: path, origin: origin, current: f.bearer, claims: f.bearer}
+	src.exp, _ = jwtExpiry(f.bearer)
 	if f.session != "" {
+		src.claims = f.session
 		src.session, err = newSession(path, f.session)
 		return src, err
 	}
-	src.current = f.bearer
-	src.exp, _ = jwtExpiry(f.bearer)
 	if !src.exp.IsZero() && !time.Now().Before(src.exp) {
 		return nil, expiredError(src.exp, path)
 	}
@@ -175,17 +205,22 @@ func newFileSource(path, origin string) (*fileSource, error) {
 // String names the file, never the token.
 func (s *fileSource) String() string { return "token file " + s.path }
 
+func (s *fileSource) claimToken() string { return s.claims }
+
 // Token returns a token with at least minValidity left when one can be
 // had; a bearer token that cannot be replaced is used until its exp.
 func (s *fileSource) Token(ctx context.Context) (string, error) {
-	if s.session != nil {
-		return s.session.token(ctx)
-	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.exp.IsZero() || time.Until(s.exp) >= minValidity {
+	if s.current != "" && (s.exp.IsZero() || time.Until(s.exp) >= minValidity) {
+		defer s.mu.Unlock()
 		return s.current, nil
 	}
+	if s.session != nil {
+		s.current = "" // from now on the session serves
+		s.mu.Unlock()
+		return s.session.token(ctx)
+	}
+	defer s.mu.Unlock()
 	// Near expiry: the file may have been rotated in place.
 	if f, err := readTokenFile(s.path, s.origin); err == nil && f.bearer != "" && f.bearer != s.current {
 		s.current = f.bearer
@@ -197,18 +232,32 @@ func (s *fileSource) Token(ctx context.Context) (string, error) {
 	return s.current, nil
 }
 
-// renew replaces a token the API refused as unauthenticated: a session's
-// tenant token is exchanged afresh (once for every caller that saw the
-// same refused token). It reports whether the call is worth repeating.
+// renew replaces a token the API refused as unauthenticated: a refused
+// bearer gives way to the session, and a session's tenant token is
+// exchanged afresh (once for every caller that saw the same refused
+// token). It reports whether the call is worth repeating.
 func (s *fileSource) renew(ctx context.Context, refused string) bool {
-	return s.session != nil && s.session.renew(ctx, refused)
+	if s.session == nil {
+		return false
+	}
+	s.mu.Lock()
+	if s.current != "" && refused == s.current {
+		s.current = ""
+		s.mu.Unlock()
+		_, err := s.session.token(ctx)
+		return err == nil
+	}
+	s.mu.Unlock()
+	return s.session.renew(ctx, refused)
 }
 
 // jwtClaims decodes a JWT's payload (a token may carry an nsct_/nscw_
 // prefix before it); ok is false for tokens that are not JWTs.
 func jwtClaims(token string) (claims struct {
-	Exp      *float64 `json:"exp"`
-	TenantID string   `json:"tenant_id"`
+	Exp            *float64 `json:"exp"`
+	TenantID       string   `json:"tenant_id"`
+	WorkloadRegion string   `json:"workload_region"`
+	PrimaryRegion  string   `json:"primary_region"`
 }, ok bool) {
 	parts := strings.Split(token, ".")
 	if len(parts) != 3 {
@@ -228,20 +277,4 @@ func jwtExpiry(token string) (time.Time, bool) {
 		return time.Time{}, false
 	}
 	return time.Unix(int64(*c.Exp), 0), true
-}
-
-// ResolveEndpoint picks the API base URL: the explicit endpoint, else
-// NSC_ENDPOINT, else the region's URL (us when region is empty). An
-// endpoint may be a host, host:port or a URL; no scheme means https.
-func ResolveEndpoint(endpoint, region string) string {
-	if endpoint != "" {
-		return normalizeEndpoint(endpoint)
-	}
-	if env := os.Getenv("NSC_ENDPOINT"); env != "" {
-		return normalizeEndpoint(env)
-	}
-	if region == "" {
-		region = "us"
-	}
-	return "https://" + region + ".compute.namespaceapis.com"
 }

@@ -53,6 +53,12 @@ func TestTokenChainOrder(t *testing.T) {
 	t.Cleanup(func() { workloadTokenPath = old })
 	t.Setenv("NAMESPACE_TOKEN", "from-namespace-token")
 	t.Setenv("NSC_TOKEN", "from-nsc-token")
+	t.Setenv("NSC_TOKEN_SPEC", specOf(map[string]string{"inline_token": "from-spec"}))
+	specFile := filepath.Join(dir, "spec")
+	if err := os.WriteFile(specFile, []byte(specOf(map[string]string{"inline_token": "from-spec-file"})), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("NSC_TOKEN_SPEC_FILE", specFile)
 	t.Setenv("NSC_TOKEN_FILE", envFile)
 
 	steps := []struct {
@@ -63,6 +69,8 @@ func TestTokenChainOrder(t *testing.T) {
 		{"explicit", explicitFile, "explicit", ""},
 		{"", explicitFile, "from-explicit-file", "NAMESPACE_TOKEN"},
 		{"", "", "from-nsc-token", "NSC_TOKEN"},
+		{"", "", "from-spec", "NSC_TOKEN_SPEC"},
+		{"", "", "from-spec-file", "NSC_TOKEN_SPEC_FILE"},
 		{"", "", "from-nsc-token-file", "NSC_TOKEN_FILE"},
 		{"", "", "from-workload", "workload"},
 		{"", "", "from-login", ""},
@@ -203,7 +211,11 @@ func TestResolveEndpoint(t *testing.T) {
 		t.Error(got)
 	}
 	t.Setenv("NSC_ENDPOINT", "https://env.example/")
-	if got := ResolveEndpoint("", "eu"); got != "https://env.example" {
+	if got := ResolveEndpoint("", ""); got != "https://env.example" {
+		t.Error(got)
+	}
+	// An explicitly set region wins over NSC_ENDPOINT, as nsc's --region.
+	if got := ResolveEndpoint("", "eu"); got != "https://eu.compute.namespaceapis.com" {
 		t.Error(got)
 	}
 	if got := ResolveEndpoint("https://flag.example", "eu"); got != "https://flag.example" {

@@ -34,7 +34,7 @@ const (
 type Config struct {
 	Token          string            `json:"token,omitempty" jsonschema_description:"Namespace API token. Never logged. Default: the first of tokenFile, NAMESPACE_TOKEN, NSC_TOKEN, NSC_TOKEN_FILE, the nsc login file, /var/run/nsc/token.json."`
 	TokenFile      string            `json:"tokenFile,omitempty" jsonschema_description:"Path of a JSON file with a bearer_token field (what nsc login writes)."`
-	Region         string            `json:"region,omitempty" jsonschema:"enum=us,enum=eu" jsonschema_description:"Namespace region."`
+	Region         string            `json:"region,omitempty" jsonschema:"enum=us,enum=eu" jsonschema_description:"Namespace region: us or eu. Set, it wins over NSC_ENDPOINT; unset, the region the token's claims name is used, else us."`
 	Endpoint       string            `json:"endpoint,omitempty" jsonschema_description:"API endpoint: host, host:port or URL (no scheme means https); overrides region. Plain http only to a loopback address."`
 	MachineType    string            `json:"machineType,omitempty" jsonschema:"pattern=^(2|4|8|16|32)x(2|4|8|16|32|64|128|256|512)$" jsonschema_description:"<vCPU>x<GB>: vCPU in 2/4/8/16/32, GB a power of two from 2 to 512."`
 	Arch           string            `json:"arch,omitempty" jsonschema:"enum=amd64,enum=arm64" jsonschema_description:"CPU architecture."`
@@ -195,7 +195,6 @@ func (c Config) WithDefaults() Config {
 			*v = d
 		}
 	}
-	def(&c.Region, DefaultRegion)
 	def(&c.MachineType, DefaultMachineType)
 	def(&c.Arch, DefaultArch)
 	def(&c.Image, DefaultImage)
@@ -223,7 +222,7 @@ func (c Config) WithDefaults() Config {
 func (c Config) Validate() error {
 	c = c.WithDefaults()
 	p := &ConfigError{}
-	if c.Region != "us" && c.Region != "eu" {
+	if c.Region != "" && c.Region != "us" && c.Region != "eu" {
 		p.add("region", "%q is not us or eu", c.Region)
 	}
 	if c.Endpoint != "" {

@@ -195,7 +195,7 @@ func TestEndpointForms(t *testing.T) {
 		}
 	}
 	t.Setenv("NSC_ENDPOINT", "eu.compute.namespaceapis.com")
-	if got := ResolveEndpoint("", "us"); got != "https://eu.compute.namespaceapis.com" {
+	if got := ResolveEndpoint("", ""); got != "https://eu.compute.namespaceapis.com" {
 		t.Errorf("NSC_ENDPOINT host resolved to %q", got)
 	}
 	if _, err := ParseConfig(map[string]any{"endpoint": "eu.compute.namespaceapis.com:443"}); err != nil {

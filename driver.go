@@ -29,7 +29,8 @@ type Driver struct {
 
 // New validates cfg and returns a Driver. Without WithClient, it resolves
 // the token (cfg.Token, cfg.TokenFile, then the chain of NewTokenSource) and
-// the endpoint (cfg.Endpoint, NSC_ENDPOINT, cfg.Region).
+// the endpoint (cfg.Endpoint, cfg.Region, NSC_ENDPOINT, the token's claims,
+// us).
 func New(cfg Config, opts ...Option) (*Driver, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -44,11 +45,22 @@ func New(cfg Config, opts ...Option) (*Driver, error) {
 	}
 	client := o.client
 	if client == nil {
-		src, err := NewTokenSource(cfg.Token, cfg.TokenFile)
-		if err != nil {
-			return nil, err
+		var given clientOptions
+		for _, opt := range o.clientOpts {
+			opt.applyToClient(&given)
 		}
-		clientOpts := append([]ClientOption{WithTokenSource(src), WithEndpoint(ResolveEndpoint(cfg.Endpoint, cfg.Region)), WithLogger(o.logger)}, o.clientOpts...)
+		src := given.token // WithClientOptions(WithTokenSource(…)) wins
+		if src == nil {
+			var err error
+			if src, err = NewTokenSource(cfg.Token, cfg.TokenFile); err != nil {
+				return nil, err
+			}
+			if msg := Deprecation(src); msg != "" {
+				o.logger.Warn(msg)
+			}
+		}
+		clientOpts := append([]ClientOption{WithTokenSource(src), WithEndpoint(cfg.Endpoint), WithRegion(cfg.Region), WithLogger(o.logger)}, o.clientOpts...)
+		var err error
 		if client, err = NewClient(clientOpts...); err != nil {
 			return nil, err
 		}
@@ -229,7 +241,7 @@ func (x *execution) run(ctx context.Context) (outputs []DriverOutput, err error)
 	}
 	x.inst = inst
 	cfg := x.d.cfg
-	m := &ResultMetadata{InstanceID: inst.InstanceID(), Region: cfg.Region, MachineType: cfg.MachineType, Arch: cfg.Arch}
+	m := &ResultMetadata{InstanceID: inst.InstanceID(), Region: x.d.client.Region(), MachineType: cfg.MachineType, Arch: cfg.Arch}
 	x.res.Metadata = m
 	defer func() {
 		m.Destroyed = x.d.vms.destroy(ctx, m.InstanceID)

@@ -119,7 +119,7 @@ func TestCommandModeSuccess(t *testing.T) {
 		t.Fatalf("logs %q", res.Logs)
 	}
 	m := res.Metadata
-	if m == nil || m.InstanceID == "" || !m.Destroyed || m.Region != "us" || m.MachineType != "2x4" || m.Arch != "amd64" || m.UnitMinutes <= 0 {
+	if m == nil || m.InstanceID == "" || !m.Destroyed || m.Region != strings.TrimPrefix(env.emu.URL(), "http://") || m.MachineType != "2x4" || m.Arch != "amd64" || m.UnitMinutes <= 0 {
 		t.Fatalf("metadata %+v", m)
 	}
 	if want := m.UnitMinutes * 0.0015; m.EstimatedCostUSD < want*0.99 || m.EstimatedCostUSD > want*1.01 {

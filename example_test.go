@@ -70,12 +70,12 @@ func ExampleParseConfigJSON() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	fmt.Println(cfg.MachineType, cfg.WithDefaults().Region, cfg.Env["STAGE"])
+	fmt.Println(cfg.MachineType, cfg.WithDefaults().Arch, cfg.Env["STAGE"])
 
 	_, err = nsdriver.ParseConfigJSON([]byte(`{"machineType": "3x3", "region": "mars"}`))
 	fmt.Println(err)
 	// Output:
-	// 8x16 us prod
+	// 8x16 amd64 prod
 	// invalid driverConfig: region: "mars" is not us or eu; machineType: "3x3" is not <vCPU>x<GB> with vCPU in 2, 4, 8, 16, 32 and GB a power of two from 2 to 512 (e.g. 2x4)
 }
 

@@ -79,7 +79,7 @@ func (m *instances) create(ctx context.Context, image string, labels []Label) (*
 	if !*cfg.Bare {
 		req.Features = []string{FeatureKubernetes}
 	}
-	m.logger.Info("creating instance", "machineType", cfg.MachineType, "arch", cfg.Arch, "region", cfg.Region, "image", image)
+	m.logger.Info("creating instance", "machineType", cfg.MachineType, "arch", cfg.Arch, "region", m.client.Region(), "image", image)
 	created := time.Now()
 	resp, err := m.client.CreateInstance(ctx, req)
 	if err != nil {

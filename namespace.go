@@ -24,11 +24,13 @@ var Version = "0.1.0-dev"
 type Client struct {
 	t        transport
 	endpoint string
+	region   string
 }
 
 // NewClient builds a Client. Without WithToken or WithTokenSource the token
-// comes from the chain NewTokenSource walks; without WithEndpoint the endpoint
-// from ResolveEndpoint.
+// comes from the chain NewTokenSource walks. The endpoint is WithEndpoint's,
+// else WithRegion's, else NSC_ENDPOINT, else the region the token's claims
+// name (as nsc reads them), else us.
 func NewClient(opts ...ClientOption) (*Client, error) {
 	o := clientOptions{retry: DefaultRetryPolicy()}
 	for _, opt := range opts {
@@ -41,7 +43,10 @@ func NewClient(opts ...ClientOption) (*Client, error) {
 		}
 		o.token = src
 	}
-	endpoint := ResolveEndpoint(o.endpoint, o.region)
+	endpoint, region, err := resolveEndpoint(o.endpoint, o.region, o.token)
+	if err != nil {
+		return nil, err
+	}
 	if _, err := checkEndpoint(endpoint); err != nil {
 		return nil, err
 	}
@@ -59,6 +64,7 @@ func NewClient(opts ...ClientOption) (*Client, error) {
 	return &Client{
 		t:        transport{http: &hc, token: o.token, logger: o.logger, retry: o.retry},
 		endpoint: endpoint,
+		region:   region,
 	}, nil
 }
 
@@ -104,6 +110,10 @@ func (t schemeTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 // Endpoint is the ComputeService base URL in use.
 func (c *Client) Endpoint() string { return c.endpoint }
+
+// Region names the region the Client's calls go to: us or eu, the region
+// the token claims, or for an endpoint given outright its host.
+func (c *Client) Region() string { return c.region }
 
 // CreateInstance creates an instance and returns at once, before it runs.
 // It is repeated only when the request provably never left (the dial

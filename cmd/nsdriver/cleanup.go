@@ -38,7 +38,7 @@ func cmdCleanup(ctx context.Context, args []string, stdout, stderr io.Writer) (i
 		return 0, err
 	}
 	defer tgt.close()
-	client, err := nsdriver.NewClient(nsdriver.WithTokenSource(tgt.token), nsdriver.WithEndpoint(nsdriver.ResolveEndpoint(cfg.Endpoint, cfg.Region)))
+	client, err := nsdriver.NewClient(nsdriver.WithTokenSource(tgt.token), nsdriver.WithEndpoint(cfg.Endpoint), nsdriver.WithRegion(cfg.Region))
 	if err != nil {
 		return 0, err
 	}

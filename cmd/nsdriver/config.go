@@ -52,8 +52,8 @@ type common struct {
 var configFlags = []struct{ flag, key, usage string }{
 	{"token", "token", "Namespace API token (never logged)"},
 	{"token-file", "tokenFile", "token file: JSON with bearer_token or session_token, or the raw token"},
-	{"region", "region", "us or eu (default us)"},
-	{"endpoint", "endpoint", "API endpoint: host, host:port or URL; overrides region"},
+	{"region", "region", "us or eu; wins over NSC_ENDPOINT (default: the region the token names, else us)"},
+	{"endpoint", "endpoint", "API endpoint: host, host:port or URL; overrides everything else"},
 	{"machine-type", "machineType", "<vCPU>x<GB>, e.g. 2x4 (default)"},
 	{"arch", "arch", "amd64 (default) or arm64"},
 	{"timeout", "timeout", "limit on the run, with a unit: 90s, 10m (default 10m)"},

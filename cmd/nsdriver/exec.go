@@ -71,7 +71,7 @@ func cmdExec(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		return failed(exitUsage, nsdriver.UserMessage(err))
 	}
 	defer tgt.close()
-	d, err := nsdriver.New(cfg, nsdriver.WithLogger(c.logger(stderr, *progress, tgt)))
+	d, err := nsdriver.New(cfg, nsdriver.WithClientOptions(nsdriver.WithTokenSource(tgt.token)), nsdriver.WithLogger(c.logger(stderr, *progress, tgt)))
 	if err != nil {
 		return failed(exitUsage, nsdriver.UserMessage(err))
 	}

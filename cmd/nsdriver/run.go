@@ -51,7 +51,7 @@ func cmdRun(ctx context.Context, args []string, stdin *os.File, stdout, stderr i
 	if input == nil && stdinHasData(stdin) {
 		c.notice(stderr, "stdin is not sent to the command; pass -i to send it")
 	}
-	d, err := nsdriver.New(cfg, nsdriver.WithLogger(c.logger(stderr, true, tgt)))
+	d, err := nsdriver.New(cfg, nsdriver.WithClientOptions(nsdriver.WithTokenSource(tgt.token)), nsdriver.WithLogger(c.logger(stderr, true, tgt)))
 	if err != nil {
 		return 0, err
 	}

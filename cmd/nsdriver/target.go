@@ -27,6 +27,9 @@ func (c *common) connect(cfg *nsdriver.Config, allowFallback bool, stderr io.Wri
 	if !c.emulator {
 		src, err := nsdriver.NewTokenSource(cfg.Token, cfg.TokenFile)
 		if err == nil {
+			if msg := nsdriver.Deprecation(src); msg != "" {
+				c.notice(stderr, msg)
+			}
 			return &target{token: src, close: func() {}}, nil
 		}
 		if !errors.Is(err, nsdriver.ErrNoToken) {

@@ -21,8 +21,9 @@ import (
 // durationPattern is what time.ParseDuration accepts, minus signs.
 const durationPattern = `^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
 
-// derivedDefaults depend on other keys, so the schema cannot state them.
-var derivedDefaults = map[string]bool{"duration": true}
+// derivedDefaults depend on other keys or on the token, so the schema
+// cannot state them.
+var derivedDefaults = map[string]bool{"duration": true, "region": true}
 
 func main() {
 	out := flag.String("o", "schema/driver-config.schema.json", "where to write the schema")

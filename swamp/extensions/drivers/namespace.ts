@@ -14,7 +14,7 @@ const labelChars = /^[a-z0-9./_-]{0,63}$/;
 export const configSchema = z.strictObject({
   token: z.string().optional().describe("Namespace API token; passed to nsdriver through its environment only"),
   tokenFile: z.string().optional(),
-  region: z.enum(["us", "eu"]).default("us"),
+  region: z.enum(["us", "eu"]).optional(),
   endpoint: z.string().optional(),
   machineType: z.string().regex(/^(2|4|8|16|32)x(2|4|8|16|32|64|128|256|512)$/).default("2x4"),
   arch: z.enum(["amd64", "arm64"]).default("amd64"),
