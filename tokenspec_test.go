@@ -77,9 +77,9 @@ func TestTokenSpecFetchesFromTheMetadataService(t *testing.T) {
 // A spec that is set but unusable is an error naming it, not a fall-through.
 func TestBadTokenSpecIsAnError(t *testing.T) {
 	for spec, want := range map[string]string{
-		"not base64 !":                                       "not base64 of a JSON spec",
-		specOf(map[string]string{"version": "v2"}):            `version "v2"`,
-		specOf(map[string]string{"version": "v1"}):            "no metadata_url",
+		"not base64 !": "not base64 of a JSON spec",
+		specOf(map[string]string{"version": "v2"}):           `version "v2"`,
+		specOf(map[string]string{"version": "v1"}):           "no metadata_url",
 		specOf(map[string]string{"inline_token": "  tok  "}): "",
 	} {
 		t.Setenv("NSC_TOKEN_SPEC", spec)
