@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/swamp-club/nsdriver/internal/suggest"
 )
 
 // Defaults of Config (docs/config.md).
@@ -131,7 +133,7 @@ func ParseConfigJSON(b []byte) (Config, error) {
 	for _, key := range keys {
 		target, ok := fields[key]
 		if !ok {
-			if s := similarKey(key, sortedKeys(fields)); s != "" {
+			if s := suggest.Closest(key, sortedKeys(fields)); s != "" {
 				problems.add(strconv.Quote(key), "unknown key; did you mean %q?", s)
 			} else {
 				problems.add(strconv.Quote(key), "unknown key; known keys: %s", strings.Join(sortedKeys(fields), ", "))
@@ -294,24 +296,3 @@ var configSchema []byte
 // Schema returns the JSON schema of Config (draft 2020-12), generated from
 // the struct, its defaults from WithDefaults.
 func Schema() []byte { return bytes.Clone(configSchema) }
-
-// similarKey is the known key that key probably meant: the same letters
-// once case, '-' and '_' are set aside (machine-type for machineType), or
-// one it starts (machine for machineType); else "".
-func similarKey(key string, known []string) string {
-	norm := func(s string) string { return strings.ToLower(strings.NewReplacer("-", "", "_", "").Replace(s)) }
-	k := norm(key)
-	if len(k) < 3 {
-		return ""
-	}
-	prefixed := ""
-	for _, c := range known {
-		switch n := norm(c); {
-		case n == k:
-			return c
-		case strings.HasPrefix(n, k) && prefixed == "":
-			prefixed = c
-		}
-	}
-	return prefixed
-}

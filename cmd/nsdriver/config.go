@@ -4,6 +4,7 @@ package main
 // merge into with --config.
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -29,7 +30,7 @@ func (m mapFlag) String() string { return "" }
 func (m mapFlag) Set(v string) error {
 	k, val, ok := strings.Cut(v, "=")
 	if !ok || k == "" {
-		return fmt.Errorf("want KEY=VALUE, got %q", v)
+		return errors.New("want KEY=VALUE")
 	}
 	m[k] = val
 	return nil
@@ -48,24 +49,28 @@ type common struct {
 }
 
 // configFlags are the kebab-case names of every driverConfig key except the
-// maps, with the key they set.
-var configFlags = []struct{ flag, key, usage string }{
-	{"token", "token", "Namespace API token (never logged)"},
-	{"token-file", "tokenFile", "token file: JSON with bearer_token or session_token, or the raw token"},
-	{"region", "region", "us or eu; wins over NSC_ENDPOINT (default: the region the token names, else us)"},
-	{"endpoint", "endpoint", "API endpoint: host, host:port or URL; overrides everything else"},
-	{"machine-type", "machineType", "<vCPU>x<GB>, e.g. 2x4 (default)"},
-	{"arch", "arch", "amd64 (default) or arm64"},
-	{"timeout", "timeout", "limit on the run, with a unit: 90s, 10m (default 10m)"},
-	{"duration", "duration", "instance deadline, e.g. 15m (default timeout + 5m)"},
-	{"bare", "bare", "true: bare VM (default); false requests Kubernetes"},
-	{"image", "image", "command-mode image (default builtin:base)"},
-	{"bundle-image", "bundleImage", "bundle-mode image with Deno"},
-	{"deno-setup", "denoSetup", "preinstalled (default) or install"},
-	{"deno-install-url", "denoInstallUrl", "Deno install script for denoSetup install"},
-	{"max-output-bytes", "maxOutputBytes", "cap on captured stdout (default 64 MiB)"},
-	{"max-concurrent", "maxConcurrent", "VMs in flight (default 0: no limit)"},
-	{"warm-pool", "warmPool", "pre-booted VMs per image (default 0)"},
+// maps, with the key they set. A `name` in backquotes is what help shows
+// after the flag; kind says how its text is read.
+var configFlags = []struct {
+	flag, key, usage string
+	kind             flagKind
+}{
+	{"token", "token", "Namespace API `token` (never logged)", textFlag},
+	{"token-file", "tokenFile", "token `file`: JSON with bearer_token or session_token, or the raw token", textFlag},
+	{"region", "region", "`region`: us or eu; wins over NSC_ENDPOINT (default: the region the token names, else us)", textFlag},
+	{"endpoint", "endpoint", "API endpoint: `host`, host:port or URL; overrides everything else", textFlag},
+	{"machine-type", "machineType", "`shape` <vCPU>x<GB>, e.g. 2x4 (default)", textFlag},
+	{"arch", "arch", "`arch`: amd64 (default) or arm64", textFlag},
+	{"timeout", "timeout", "limit on the run, a `duration` with a unit: 90s, 10m (default 10m)", textFlag},
+	{"duration", "duration", "instance deadline, a `duration` (default timeout + 5m)", textFlag},
+	{"bare", "bare", "bare VM (default); --bare=false requests Kubernetes", boolFlag},
+	{"image", "image", "command-mode `image` (default builtin:base)", textFlag},
+	{"bundle-image", "bundleImage", "bundle-mode `image` with Deno", textFlag},
+	{"deno-setup", "denoSetup", "`mode`: preinstalled (default) or install", textFlag},
+	{"deno-install-url", "denoInstallUrl", "Deno install script `url` for denoSetup install", textFlag},
+	{"max-output-bytes", "maxOutputBytes", "cap on captured stdout, a `size`: bytes or 512KiB, 64MiB, 1GiB (default 64MiB)", sizeFlag},
+	{"max-concurrent", "maxConcurrent", "VMs in flight, an `int` (default 0: no limit)", intFlag},
+	{"warm-pool", "warmPool", "pre-booted VMs per image, an `int` (default 0)", intFlag},
 }
 
 // connectionKeys are the config keys a command that only talks to the API
@@ -79,7 +84,7 @@ func newCommon(name, head string, keys []string) *common {
 	c.fs.SetOutput(io.Discard)
 	for _, f := range configFlags {
 		if keys == nil || slices.Contains(keys, f.key) {
-			c.fs.String(f.flag, "", f.usage)
+			c.fs.Var(&configValue{kind: f.kind}, f.flag, f.usage)
 		}
 	}
 	if keys == nil {
@@ -121,11 +126,15 @@ func (c *common) config() (nsdriver.Config, error) {
 		if !set[f.flag] {
 			continue
 		}
-		v, err := flagValue(f.key, c.fs.Lookup(f.flag).Value.String())
-		if err != nil {
-			return nsdriver.Config{}, err
+		v := c.fs.Lookup(f.flag).Value.(*configValue)
+		if f.key == "timeout" {
+			if _, err := strconv.ParseFloat(v.text, 64); err == nil {
+				// A bare number would be milliseconds (as in a config
+				// file), and "--timeout 5" meaning 5 ms surprises everyone.
+				return nsdriver.Config{}, usageError{fmt.Sprintf("--timeout %s needs a unit, e.g. %ss or %sm (a bare number means milliseconds only in a config file)", v.text, v.text, v.text)}
+			}
 		}
-		merged[f.key] = v
+		merged[f.key] = v.value
 	}
 	for key, values := range map[string]mapFlag{"env": c.env, "labels": c.labels} {
 		if len(values) == 0 {
@@ -145,25 +154,4 @@ func (c *common) config() (nsdriver.Config, error) {
 		return cfg, usageError{err.Error()}
 	}
 	return cfg, nil
-}
-
-// flagValue types a flag's text as its config key expects. --timeout
-// needs a unit: a bare number would be milliseconds (as in a config file),
-// and "--timeout 5" meaning 5 ms surprises everyone.
-func flagValue(key, v string) (any, error) {
-	switch key {
-	case "bare":
-		if b, err := strconv.ParseBool(v); err == nil {
-			return b, nil
-		}
-	case "timeout":
-		if _, err := strconv.ParseFloat(v, 64); err == nil {
-			return nil, usageError{fmt.Sprintf("--timeout %s needs a unit, e.g. %ss or %sm (a bare number means milliseconds only in a config file)", v, v, v)}
-		}
-	case "maxOutputBytes", "maxConcurrent", "warmPool":
-		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
-			return n, nil
-		}
-	}
-	return v, nil
 }

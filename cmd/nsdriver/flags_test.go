@@ -105,3 +105,43 @@ func TestExecFailedResultHasExitCode(t *testing.T) {
 		t.Fatalf("%+v %+v %v", r, res, err)
 	}
 }
+
+// What a newcomer types: typed help, sizes with units, errors in the CLI's
+// own words, and suggestions that make sense.
+func TestFlagPapercuts(t *testing.T) {
+	help := nsd(t, "", "run", "--help").stdout
+	for _, want := range []string{"--bare  ", "--max-output-bytes size", "--warm-pool int", "--max-concurrent int", "  -i  "} {
+		if !strings.Contains(help, want) {
+			t.Errorf("help lacks %q:\n%s", want, help)
+		}
+	}
+	for _, bad := range []string{"--bare string", "--warm-pool string", "--max-output-bytes string", "--i "} {
+		if strings.Contains(help, bad) {
+			t.Errorf("help shows %q", bad)
+		}
+	}
+	r := nsd(t, "", "run", "--emulator", "--quiet", "--max-output-bytes", "1KiB", "--", "head -c 1024 /dev/zero | wc -c")
+	if r.code != 0 || strings.TrimSpace(r.stdout) != "1024" {
+		t.Errorf("--max-output-bytes 1KiB, 1024 bytes: want them captured, got %+v", r)
+	}
+	r = nsd(t, "", "run", "--emulator", "--quiet", "--max-output-bytes", "1KiB", "--", "head -c 1025 /dev/zero")
+	if r.code != 125 || !strings.Contains(r.stderr, "1024") {
+		t.Errorf("--max-output-bytes 1KiB, 1025 bytes: want the cap of 1024 reported, got %+v", r)
+	}
+	for args, want := range map[string]string{
+		"--env NOEQUALS":          "--env NOEQUALS: want KEY=VALUE",
+		"--max-output-bytes lots": "--max-output-bytes lots: want a size",
+		"--bare=maybe":            "--bare maybe: want true or false",
+		"-q":                      "unknown flag -q; did you mean --quiet?",
+	} {
+		r := nsd(t, "", append(append([]string{"run"}, strings.Fields(args)...), "--", "true")...)
+		if r.code != 2 || !strings.Contains(r.stderr, want) || strings.Contains(r.stderr, "for flag -") {
+			t.Errorf("%s: want exit 2 saying %q (never \"for flag -\"), got %+v", args, want, r)
+		}
+	}
+	cfg := filepath.Join(t.TempDir(), "c.yaml")
+	_ = os.WriteFile(cfg, []byte("machinType: 4x8\n"), 0o600)
+	if r := nsd(t, "", "run", "--emulator", "--config", cfg, "--", "true"); r.code != 2 || !strings.Contains(r.stderr, `"machinType": unknown key; did you mean "machineType"?`) {
+		t.Errorf("YAML machinType: %+v", r)
+	}
+}

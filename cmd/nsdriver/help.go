@@ -5,7 +5,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"regexp"
 	"strings"
+
+	"github.com/swamp-club/nsdriver/internal/suggest"
 )
 
 // Help and flag errors, the same for every subcommand: -h/--help prints the
@@ -26,9 +29,22 @@ func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer, head string) 
 	return false, nil
 }
 
-// flagProblem rewrites the flag package's error with a suggestion.
+// flagErrors match the flag package's messages, which speak of "-flag".
+var (
+	invalidValue = regexp.MustCompile(`^invalid (?:boolean )?value "(.*)" for (?:flag )?-(\S+): (.*)$`)
+	needsValue   = regexp.MustCompile(`^flag needs an argument: -(\S+)$`)
+)
+
+// flagProblem rewrites the flag package's error in the CLI's words
+// (--flag), with a suggestion for an unknown flag.
 func flagProblem(fs *flag.FlagSet, err error) string {
 	msg := err.Error()
+	if m := invalidValue.FindStringSubmatch(msg); m != nil {
+		return fmt.Sprintf("--%s %s: %s", m[2], m[1], m[3])
+	}
+	if m := needsValue.FindStringSubmatch(msg); m != nil {
+		return fmt.Sprintf("--%s needs a value", m[1])
+	}
 	name, ok := strings.CutPrefix(msg, "flag provided but not defined: -")
 	if !ok {
 		return msg
@@ -36,10 +52,18 @@ func flagProblem(fs *flag.FlagSet, err error) string {
 	name = strings.TrimPrefix(name, "-")
 	var names []string
 	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
-	if s := closestName(name, names); s != "" {
-		return fmt.Sprintf("unknown flag --%s; did you mean --%s?", name, s)
+	if s := suggest.Closest(name, names); s != "" {
+		return fmt.Sprintf("unknown flag %s; did you mean %s?", dashed(name), dashed(s))
 	}
-	return fmt.Sprintf("unknown flag --%s", name)
+	return fmt.Sprintf("unknown flag %s", dashed(name))
+}
+
+// dashed is a flag as people type it: -i, --quiet.
+func dashed(name string) string {
+	if len(name) == 1 {
+		return "-" + name
+	}
+	return "--" + name
 }
 
 // flagList renders fs's flags, one a line, with their defaults.
@@ -47,7 +71,7 @@ func flagList(fs *flag.FlagSet) string {
 	var b strings.Builder
 	fs.VisitAll(func(f *flag.Flag) {
 		name, usage := flag.UnquoteUsage(f)
-		left := "--" + f.Name
+		left := dashed(f.Name)
 		if name != "" {
 			left += " " + name
 		}

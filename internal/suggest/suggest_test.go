@@ -1,4 +1,4 @@
-package main
+package suggest
 
 import "testing"
 
@@ -20,9 +20,13 @@ func TestClosest(t *testing.T) {
 		{"banana", flags, ""},
 		{"", flags, ""},
 		{"x", flags, ""},
+		{"machinType", keys, "machineType"},
+		{"q", []string{"quiet", "i", "json-logs"}, "quiet"},
+		{"q", []string{"i", "env"}, ""},
+		{"t", flags, ""}, // timeout, token, token-file: no one answer
 	} {
-		if got := closestName(tc.name, tc.candidates); got != tc.want {
-			t.Errorf("closestName(%q) = %q, want %q", tc.name, got, tc.want)
+		if got := Closest(tc.name, tc.candidates); got != tc.want {
+			t.Errorf("Closest(%q) = %q, want %q", tc.name, got, tc.want)
 		}
 	}
 }

@@ -1,18 +1,35 @@
-// Did you mean: the name someone probably meant.
-package main
+// Package suggest answers "did you mean": for unknown flags, commands and
+// config keys alike.
+package suggest
 
 import "strings"
 
-// closestName returns the candidate closest to name, or "" when none is close:
+// Closest returns the candidate closest to name, or "" when none is close:
 // the same letters once case, '-' and '_' are set aside (machine-type for
 // machineType), a candidate that starts with name (machine for
-// machine-type), or one within a few edits.
-func closestName(name string, candidates []string) string {
+// machine-type), or one within a few edits (machinType). A name of one or
+// two letters is too short to judge by edits: only the one candidate that
+// starts with it is suggested (q for quiet), never another short name.
+func Closest(name string, candidates []string) string {
 	norm := func(s string) string {
 		return strings.ToLower(strings.NewReplacer("-", "", "_", "").Replace(s))
 	}
 	n := norm(name)
 	if n == "" {
+		return ""
+	}
+	if len(n) < 3 {
+		var found []string
+		for _, c := range candidates {
+			if cn := norm(c); cn == n {
+				return c
+			} else if strings.HasPrefix(cn, n) {
+				found = append(found, c)
+			}
+		}
+		if len(found) == 1 {
+			return found[0]
+		}
 		return ""
 	}
 	best, bestDist := "", max(2, len(n)/3)+1
