@@ -176,6 +176,9 @@ func detectMode(req ExecutionRequest) (mode, error) {
 	if req.ProtocolVersion > 1 {
 		return 0, fmt.Errorf("%w: protocolVersion %d is newer than this driver (1); update nsdriver", ErrInvalidRequest, req.ProtocolVersion)
 	}
+	if strings.TrimSpace(req.MethodName) == "" {
+		return 0, fmt.Errorf("%w: methodName is missing: it names the method to run and, without resourceSpecs, the output", ErrInvalidRequest)
+	}
 	if len(req.Bundle) > 0 {
 		return modeBundle, nil
 	}

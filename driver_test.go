@@ -282,12 +282,17 @@ func TestFailingDestroyIsRetried(t *testing.T) {
 
 func TestRequestWithoutModeCreatesNothing(t *testing.T) {
 	env := newTestEnv(t, Config{}, nsemu.Options{})
-	for _, req := range []ExecutionRequest{{MethodName: "x"}, {MethodArgs: map[string]any{"run": "   "}}, {MethodArgs: map[string]any{"run": 5}}} {
+	for _, req := range []ExecutionRequest{{MethodName: "x"}, {MethodName: "x", MethodArgs: map[string]any{"run": "   "}}, {MethodName: "x", MethodArgs: map[string]any{"run": 5}}} {
 		res := env.driver.Execute(context.Background(), req, Callbacks{})
 		if res.Status != ResultError || !errors.Is(res.Err, ErrInvalidRequest) || res.Metadata != nil ||
 			!strings.Contains(res.Error, "needs either a bundle or a methodArgs.run string") {
 			t.Fatalf("result %+v", res)
 		}
+	}
+	// Without a methodName nothing can be named: refused before any VM.
+	res := env.driver.Execute(context.Background(), ExecutionRequest{MethodArgs: map[string]any{"run": "true"}}, Callbacks{})
+	if !errors.Is(res.Err, ErrInvalidRequest) || !strings.Contains(res.Error, "methodName is missing") {
+		t.Fatalf("no methodName: want ErrInvalidRequest saying methodName is missing, got %+v", res)
 	}
 	if n := env.emu.Count("CreateInstance"); n != 0 {
 		t.Fatalf("%d instances created", n)

@@ -6,6 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"reflect"
+	"slices"
+	"strings"
+
+	"github.com/swamp-club/nsdriver/internal/suggest"
 )
 
 // ExecutionRequest is swamp's request to run one model method, as in
@@ -125,6 +131,45 @@ func DecodeExecutionRequest(r io.Reader) (ExecutionRequest, error) {
 		return req, errors.New("reading the ExecutionRequest JSON: more than one JSON document")
 	}
 	return req, nil
+}
+
+// ExecutionRequestWarnings reads an ExecutionRequest JSON document for
+// what is probably a mistake but does not stop it running: keys the
+// contract does not have (with the key probably meant), and a missing
+// protocolVersion (1 is assumed). nsdriver exec prints them.
+func ExecutionRequestWarnings(data []byte) []string {
+	var raw map[string]json.RawMessage
+	if json.Unmarshal(data, &raw) != nil {
+		return nil // DecodeExecutionRequest reports it
+	}
+	known := requestKeys()
+	var warnings []string
+	for _, key := range slices.Sorted(maps.Keys(raw)) {
+		if slices.Contains(known, key) {
+			continue
+		}
+		w := fmt.Sprintf("the request has an unknown key %q; it is ignored", key)
+		if s := suggest.Closest(key, known); s != "" {
+			w += fmt.Sprintf(" (did you mean %q?)", s)
+		}
+		warnings = append(warnings, w)
+	}
+	if _, ok := raw["protocolVersion"]; !ok {
+		warnings = append(warnings, "the request has no protocolVersion; assuming 1")
+	}
+	return warnings
+}
+
+// requestKeys are ExecutionRequest's JSON keys.
+func requestKeys() []string {
+	var keys []string
+	t := reflect.TypeFor[ExecutionRequest]()
+	for i := range t.NumField() {
+		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ","); name != "" && name != "-" {
+			keys = append(keys, name)
+		}
+	}
+	return keys
 }
 
 // ExecutionResult is what Execute returns; its JSON is defined in

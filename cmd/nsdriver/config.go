@@ -102,6 +102,27 @@ func (c *common) parse(args []string, stdout io.Writer) (done bool, err error) {
 	return parseFlags(c.fs, args, stdout, c.head)
 }
 
+// parseInterspersed parses flags before and after the positional
+// arguments, as people type them (nsdriver exec req.json --emulator); a
+// "--" ends the flags.
+func (c *common) parseInterspersed(args []string, stdout io.Writer) (done bool, positional []string, err error) {
+	for {
+		end := slices.Index(args, "--")
+		if done, err = c.parse(args, stdout); done || err != nil {
+			return done, nil, err
+		}
+		rest := c.fs.Args()
+		if len(rest) == 0 {
+			return false, positional, nil
+		}
+		if end >= 0 && len(args)-end-1 == len(rest) {
+			return false, append(positional, rest...), nil // everything after "--"
+		}
+		positional = append(positional, rest[0])
+		args = rest[1:]
+	}
+}
+
 // config merges the config file and the flags (flags win) and validates the
 // result, reporting every problem with its key.
 func (c *common) config() (nsdriver.Config, error) {

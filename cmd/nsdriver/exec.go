@@ -2,18 +2,20 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/swamp-club/nsdriver"
 )
 
 // nsdriver exec: one ExecutionRequest in, one ExecutionResult out.
 
-const execUsage = `Usage: nsdriver exec [flags] [FILE|-]
+const execUsage = `Usage: nsdriver exec [flags] [FILE|-] [flags]
 
 Runs one ExecutionRequest (JSON, from FILE or stdin) in a fresh Namespace
 VM and prints one ExecutionResult JSON document on stdout, in every case.
@@ -37,7 +39,7 @@ func cmdExec(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		fmt.Fprintf(stderr, "nsdriver: %s\n", msg)
 		return code, nil
 	}
-	done, err := c.parse(args, stdout)
+	done, files, err := c.parseInterspersed(args, stdout)
 	if done {
 		return exitOK, nil
 	}
@@ -46,25 +48,35 @@ func cmdExec(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		errors.As(err, &ue)
 		return failed(exitUsage, ue.msg)
 	}
-	if c.fs.NArg() > 1 {
-		return failed(exitUsage, fmt.Sprintf("exec takes one request file, got %d arguments", c.fs.NArg()))
+	if len(files) > 1 {
+		return failed(exitUsage, fmt.Sprintf("exec takes one request file, got %d: %s", len(files), strings.Join(files, " ")))
 	}
 	cfg, err := c.config()
 	if err != nil {
 		return failed(exitUsage, err.Error())
 	}
 	input, name := stdin, "stdin"
-	if path := c.fs.Arg(0); path != "" && path != "-" {
-		f, err := os.Open(path)
+	if len(files) == 1 && files[0] != "-" {
+		f, err := os.Open(files[0])
 		if err != nil {
 			return failed(exitUsage, fmt.Sprintf("reading the request: %v", err))
 		}
 		defer f.Close()
-		input, name = f, path
+		input, name = f, files[0]
 	}
-	req, err := nsdriver.DecodeExecutionRequest(input)
+	data, err := io.ReadAll(input)
+	if err != nil {
+		return failed(exitUsage, fmt.Sprintf("reading the request from %s: %v", name, err))
+	}
+	req, err := nsdriver.DecodeExecutionRequest(bytes.NewReader(data))
 	if err != nil {
 		return failed(exitUsage, fmt.Sprintf("%v (from %s); send one ExecutionRequest JSON document", err, name))
+	}
+	if strings.TrimSpace(req.MethodName) == "" {
+		return failed(exitUsage, fmt.Sprintf("the request (from %s) has no methodName: it names the method to run and, without resourceSpecs, the output", name))
+	}
+	for _, w := range nsdriver.ExecutionRequestWarnings(data) {
+		c.notice(stderr, w)
 	}
 	tgt, err := c.connect(&cfg, false, stderr, "exec")
 	if err != nil {

@@ -145,3 +145,28 @@ func TestFlagPapercuts(t *testing.T) {
 		t.Errorf("YAML machinType: %+v", r)
 	}
 }
+
+// exec takes flags after the file too; a request that cannot run is
+// refused before any VM, and keys the contract lacks are warned about.
+func TestExecRequestPapercuts(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "req.json")
+	_ = os.WriteFile(file, []byte(`{"modelTyp":"x","methodName":"m","methodArgs":{"run":"echo hi"}}`), 0o600)
+	r := nsd(t, "", "exec", file, "--emulator")
+	var res struct{ Status string }
+	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || r.code != 0 || res.Status != "success" {
+		t.Fatalf("exec FILE --emulator: want success, got %+v", r)
+	}
+	for _, want := range []string{`unknown key "modelTyp"; it is ignored (did you mean "modelType"?)`, "no protocolVersion; assuming 1"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, r.stderr)
+		}
+	}
+	r = nsd(t, `{"protocolVersion":1,"methodArgs":{"run":"echo hi"}}`, "exec", "--emulator", "--progress")
+	if r.code != 2 || !strings.Contains(r.stderr, "has no methodName") || strings.Contains(r.stderr, "creating") {
+		t.Fatalf("no methodName: want exit 2 before any VM, got %+v", r)
+	}
+	r = nsd(t, "", "exec", file, file)
+	if r.code != 2 || !strings.Contains(r.stderr, "exec takes one request file, got 2") {
+		t.Fatalf("two files: %+v", r)
+	}
+}
