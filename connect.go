@@ -35,7 +35,13 @@ type transport struct {
 	token  TokenSource
 	logger *slog.Logger
 	retry  RetryPolicy
+	// emulated is set once a response came from nsemu (emulatorHeader);
+	// nil: not tracked.
+	emulated *atomic.Bool
 }
+
+// emulatorHeader is nsemu.EmulatorHeader (nsemu is not imported here).
+const emulatorHeader = "Nsemu-Emulator"
 
 // normalizeEndpoint accepts what Namespace's tools accept: host,
 // host:port or a URL. No scheme means https.
@@ -154,6 +160,9 @@ func (t *transport) do(req *http.Request) (*http.Response, error) {
 	trace := &httptrace.ClientTrace{WroteHeaders: func() { wrote.Store(true) }}
 	resp, err := t.http.Do(req.WithContext(httptrace.WithClientTrace(req.Context(), trace)))
 	if err == nil {
+		if t.emulated != nil && resp.Header.Get(emulatorHeader) != "" {
+			t.emulated.Store(true)
+		}
 		return resp, nil
 	}
 	if !wrote.Load() {

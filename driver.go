@@ -76,6 +76,11 @@ func New(cfg Config, opts ...Option) (*Driver, error) {
 	return d, nil
 }
 
+// Emulated reports whether the API has said it is nsemu, the emulator
+// (Client.Emulated): commands then run on its machine, at no charge, and
+// results report an estimatedCostUsd of 0.
+func (d *Driver) Emulated() bool { return d.client.Emulated() }
+
 // Type returns DriverType.
 func (d *Driver) Type() string { return DriverType }
 
@@ -250,6 +255,9 @@ func (x *execution) run(ctx context.Context) (outputs []DriverOutput, err error)
 		m.Destroyed = x.d.vms.destroy(ctx, m.InstanceID)
 		// A pooled instance's idle time is paid for too.
 		m.UnitMinutes, m.EstimatedCostUSD = x.d.vms.cost(inst.created)
+		if x.d.client.Emulated() {
+			m.EstimatedCostUSD = 0 // the emulator charges nothing; unitMinutes says what Namespace would
+		}
 		x.d.logger.Info("cost", "instance", m.InstanceID, "unitMinutes", m.UnitMinutes,
 			"estimatedCostUsd", strconv.FormatFloat(m.EstimatedCostUSD, 'f', -1, 64),
 			"seconds", math.Round(time.Since(inst.created).Seconds()*1000)/1000)

@@ -122,8 +122,18 @@ func TestCommandModeSuccess(t *testing.T) {
 	if m == nil || m.InstanceID == "" || !m.Destroyed || m.Region != strings.TrimPrefix(env.emu.URL(), "http://") || m.MachineType != "2x4" || m.Arch != "amd64" || m.UnitMinutes <= 0 {
 		t.Fatalf("metadata %+v", m)
 	}
-	if want := m.UnitMinutes * 0.0015; m.EstimatedCostUSD < want*0.99 || m.EstimatedCostUSD > want*1.01 {
-		t.Fatalf("cost %v for %v unit minutes", m.EstimatedCostUSD, m.UnitMinutes)
+	// nsemu says it is one: no charge, while unitMinutes says what
+	// Namespace would count.
+	if !env.driver.Emulated() || m.EstimatedCostUSD != 0 {
+		t.Fatalf("on nsemu: Emulated %v, estimatedCostUsd %v; want true and 0", env.driver.Emulated(), m.EstimatedCostUSD)
+	}
+	// On Namespace: unitMinutes = max(vCPU, GB/2) × minutes; $0.0015 each.
+	for shape, units := range map[string]float64{"2x4": 2, "4x16": 8, "8x8": 8} {
+		vms := &instances{cfg: Config{MachineType: shape}}
+		unit, usd := vms.cost(time.Now().Add(-time.Minute))
+		if unit < units || unit > units*1.01 || usd < unit*0.0015*0.99 || usd > unit*0.0015*1.01 {
+			t.Errorf("%s for a minute: %v unit minutes, $%v; want %v and $%v", shape, unit, usd, units, units*0.0015)
+		}
 	}
 	info := env.emu.Instances()
 	if len(info) != 1 || info[0].Labels["nsdriver/managed-by"] != "nsdriver" || info[0].Labels["nsdriver/model-type"] != "-swamp-shell-cmd" ||

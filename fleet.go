@@ -110,6 +110,9 @@ func NewFleet(cfg Config, opts FleetOptions, options ...Option) (*Fleet, error) 
 // ID is the fleet's id, the value of its VMs' nsdriver/fleet label.
 func (f *Fleet) ID() string { return f.id }
 
+// Emulated reports whether the API has said it is nsemu (Driver.Emulated).
+func (f *Fleet) Emulated() bool { return f.d.Emulated() }
+
 // Run keeps the fleet going until Total commands have run, ctx ends (every
 // VM is destroyed before Run returns, and it returns ctx's error), or the
 // fleet cannot work (an error matching ErrFleetFailed).

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"sync/atomic"
 	"time"
 )
 
@@ -62,7 +63,7 @@ func NewClient(opts ...ClientOption) (*Client, error) {
 	}
 	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	return &Client{
-		t:        transport{http: &hc, token: o.token, logger: o.logger, retry: o.retry},
+		t:        transport{http: &hc, token: o.token, logger: o.logger, retry: o.retry, emulated: new(atomic.Bool)},
 		endpoint: endpoint,
 		region:   region,
 	}, nil
@@ -110,6 +111,11 @@ func (t schemeTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 // Endpoint is the ComputeService base URL in use.
 func (c *Client) Endpoint() string { return c.endpoint }
+
+// Emulated reports whether the API answering has said it is nsemu, the
+// emulator: its instances run commands on its own machine, at no charge.
+// It is false until the first answer.
+func (c *Client) Emulated() bool { return c.t.emulated != nil && c.t.emulated.Load() }
 
 // Region names the region the Client's calls go to: us or eu, the region
 // the token claims, or for an endpoint given outright its host.

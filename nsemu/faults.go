@@ -95,6 +95,7 @@ type responseWriterKey struct{}
 // withResponseWriter lets a fault reach the connection under a stream.
 func withResponseWriter(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set(EmulatorHeader, "nsemu")
 		g := &hijackGuard{ResponseWriter: w}
 		h.ServeHTTP(g, r.WithContext(context.WithValue(r.Context(), responseWriterKey{}, http.ResponseWriter(g))))
 	})

@@ -33,6 +33,11 @@ import (
 // Version identifies the emulator in fixture manifests.
 const Version = "nsemu/1"
 
+// EmulatorHeader is on every response nsemu sends, so that a client can
+// tell it talks to an emulator (which runs commands on its own machine,
+// at no charge) and say so. Namespace's clients ignore unknown headers.
+const EmulatorHeader = "Nsemu-Emulator"
+
 // Options configure the emulator. The zero value is usable: no latency, no
 // boot time, a random token, the host PATH in every image.
 type Options struct {

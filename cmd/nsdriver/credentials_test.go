@@ -29,3 +29,31 @@ func TestNSCTokenNoticeOnce(t *testing.T) {
 		}
 	}
 }
+
+// Against an emulator the CLI did not start (the pasted `nsdriver emulator`
+// exports), the words are the emulator's, as with --emulator: no "VM", no
+// cost; exec reports an estimatedCostUsd of 0.
+func TestEmulatorWordingEverywhere(t *testing.T) {
+	emu, err := nsemu.Start(nsemu.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer emu.Close()
+	cmd := exec.Command(binary, "run", "--", "echo hi")
+	cmd.Env = append(os.Environ(), "NSC_ENDPOINT="+emu.URL(), "NAMESPACE_TOKEN="+emu.Token())
+	r := runCmd(t, cmd)
+	if r.code != 0 || !strings.Contains(r.stderr, "emulator instance") || !strings.Contains(r.stderr, "no charge") {
+		t.Fatalf("run against a pasted emulator: want emulator wording, got exit %d, stderr:\n%s", r.code, r.stderr)
+	}
+	for _, line := range strings.Split(r.stderr, "\n") {
+		if strings.Contains(line, "VM") || strings.Contains(line, "estimated cost") {
+			t.Errorf("a line speaks of a VM or a cost: %q", line)
+		}
+	}
+	for _, args := range [][]string{{"exec", "--emulator"}, {"exec", "--endpoint", emu.URL(), "--token", emu.Token()}} {
+		r := nsd(t, `{"protocolVersion":1,"methodName":"m","methodArgs":{"run":"true"}}`, args...)
+		if r.code != 0 || !strings.Contains(r.stdout, `"estimatedCostUsd":0`) || strings.Contains(r.stdout, `"unitMinutes":0,`) {
+			t.Errorf("%v: want estimatedCostUsd 0 beside the unit minutes Namespace would count; got %+v", args, r)
+		}
+	}
+}

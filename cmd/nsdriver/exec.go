@@ -87,6 +87,7 @@ func cmdExec(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	if err != nil {
 		return failed(exitUsage, nsdriver.UserMessage(err))
 	}
+	tgt.use(d)
 	defer shutdown(d)
 	// Streamed: a large output is neither joined nor encoded whole in memory.
 	bw := bufio.NewWriterSize(stdout, 64<<10)

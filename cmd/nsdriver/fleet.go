@@ -74,13 +74,14 @@ func cmdFleet(ctx context.Context, args []string, stdout, stderr io.Writer) (int
 	fleet, err := nsdriver.NewFleet(cfg, nsdriver.FleetOptions{
 		Size: *size, Total: *total, Script: shellJoin(c.fs.Args()), Timeout: *timeout,
 		OnOutput: c.fleetOutput(stdout, stderr),
-	}, nsdriver.WithLogger(c.logger(stderr, true, tgt)))
+	}, nsdriver.WithClientOptions(nsdriver.WithTokenSource(tgt.token)), nsdriver.WithLogger(c.logger(stderr, true, tgt)))
 	if err != nil {
 		if errors.Is(err, nsdriver.ErrInvalidRequest) || errors.Is(err, nsdriver.ErrInvalidConfig) {
 			return 0, usageError{err.Error()}
 		}
 		return 0, err
 	}
+	tgt.use(fleet)
 	err = fleet.Run(ctx)
 	switch {
 	case err == nil:

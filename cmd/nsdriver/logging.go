@@ -20,11 +20,7 @@ func (c *common) logger(stderr io.Writer, verbose bool, tgt *target) *slog.Logge
 	if c.jsonLogs {
 		return slog.New(slog.NewJSONHandler(stderr, nil)).With("source", "driver")
 	}
-	templates := humanTemplates
-	if tgt.emu != nil {
-		templates = emulatorTemplates
-	}
-	return slog.New(&humanHandler{w: stderr, templates: templates})
+	return slog.New(&humanHandler{w: stderr, emulated: tgt.emulated})
 }
 
 // workloadLine writes the workload's stderr lines: verbatim, or as JSON
@@ -47,11 +43,12 @@ func (c *common) notice(stderr io.Writer, msg string) {
 	fmt.Fprintln(stderr, "nsdriver: "+msg)
 }
 
-// humanHandler prints "nsdriver: <message> k=v …" lines for a person.
+// humanHandler prints "nsdriver: <message> k=v …" lines for a person, in
+// the emulator's words once the API is known to be one.
 type humanHandler struct {
-	w         io.Writer
-	templates map[string]string
-	attrs     []slog.Attr
+	w        io.Writer
+	emulated func() bool
+	attrs    []slog.Attr
 }
 
 func (h *humanHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelInfo }
@@ -59,7 +56,7 @@ func (h *humanHandler) Enabled(_ context.Context, l slog.Level) bool { return l 
 // humanTemplates render the driver's progress messages as sentences;
 // {key} is replaced by the attribute's value.
 var humanTemplates = map[string]string{
-	"creating instance":    "creating a {machineType} {arch} VM in region {region} (image {image})",
+	"creating instance":    "creating a {machineType} {arch} instance in region {region} (image {image})",
 	"instance ready":       "VM {instance} ready after {bootMs} ms",
 	"uploading bundle":     "uploading {kib} KiB ({compressedKib} KiB compressed) in {calls} call(s)",
 	"running":              "running on {instance}",
@@ -74,7 +71,9 @@ var humanTemplates = map[string]string{
 	"fleet command failed": "slot {slot}: VM {instance}: {error}",
 }
 
-// emulatorTemplates are humanTemplates for the CLI's own emulator.
+// emulatorTemplates are humanTemplates for an emulator: the CLI's own, or
+// an API that said it is one (before its first answer, "creating" says
+// "instance", true of both).
 var emulatorTemplates = map[string]string{
 	"creating instance":    "creating a {machineType} {arch} emulator instance (image {image}; commands run on this machine)",
 	"instance ready":       "emulator instance {instance} ready after {bootMs} ms",
@@ -95,7 +94,11 @@ func (h *humanHandler) Handle(_ context.Context, r slog.Record) error {
 	attrs := append([]slog.Attr(nil), h.attrs...)
 	r.Attrs(func(a slog.Attr) bool { attrs = append(attrs, a); return true })
 	line := r.Message
-	if tmpl, ok := h.templates[r.Message]; ok {
+	templates := humanTemplates
+	if h.emulated() {
+		templates = emulatorTemplates
+	}
+	if tmpl, ok := templates[r.Message]; ok {
 		line = tmpl
 		for _, a := range attrs {
 			line = strings.ReplaceAll(line, "{"+a.Key+"}", fmt.Sprint(a.Value.Any()))
@@ -110,7 +113,7 @@ func (h *humanHandler) Handle(_ context.Context, r slog.Record) error {
 }
 
 func (h *humanHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
-	return &humanHandler{w: h.w, templates: h.templates, attrs: append(append([]slog.Attr(nil), h.attrs...), attrs...)}
+	return &humanHandler{w: h.w, emulated: h.emulated, attrs: append(append([]slog.Attr(nil), h.attrs...), attrs...)}
 }
 
 func (h *humanHandler) WithGroup(string) slog.Handler { return h }

@@ -55,6 +55,7 @@ func cmdRun(ctx context.Context, args []string, stdin *os.File, stdout, stderr i
 	if err != nil {
 		return 0, err
 	}
+	tgt.use(d)
 	defer shutdown(d)
 	req := nsdriver.ExecutionRequest{ProtocolVersion: 1, ModelType: "nsdriver/cli", ModelID: "cli", MethodName: "run",
 		MethodArgs: map[string]any{"run": shellJoin(c.fs.Args())}, Stdin: input}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 
 	"github.com/swamp-club/nsdriver"
 	"github.com/swamp-club/nsdriver/nsemu"
@@ -18,6 +19,26 @@ type target struct {
 	emu   *nsemu.Server
 	token nsdriver.TokenSource // where calls get their token
 	close func()
+	// api is the client or driver in use, once there is one: it knows
+	// whether the API answering is an emulator (a pasted `nsdriver
+	// emulator` too).
+	api atomic.Pointer[emulatedAPI]
+}
+
+// emulatedAPI is what says whether the API is nsemu: a Driver or a Fleet.
+type emulatedAPI interface{ Emulated() bool }
+
+// use records the driver or fleet the command talks through.
+func (t *target) use(api emulatedAPI) { t.api.Store(&api) }
+
+// emulated reports whether commands run on an emulator: the CLI's own, or
+// an API that said it is one.
+func (t *target) emulated() bool {
+	if t.emu != nil {
+		return true
+	}
+	api := t.api.Load()
+	return api != nil && (*api).Emulated()
 }
 
 // connect decides where to run. With --emulator, or with no token anywhere
