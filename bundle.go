@@ -83,7 +83,7 @@ func (x *execution) runBundle(ctx context.Context, upload func() (*bundleUpload,
 	frame.flush()
 	x.res.Metadata.ExitCode = &out.exitCode
 	if out.exitCode != 0 {
-		return nil, bundleFailure(out, x.d.cfg)
+		return nil, bundleFailure(out, x.d.cfg, x.d.client.Emulated())
 	}
 	if doc, ok := frame.document(); ok {
 		if outputs, ok := parseRunnerDocument(doc); ok {

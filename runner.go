@@ -27,7 +27,7 @@ const (
 )
 
 // bundleFailure explains a non-zero exit of the bundle run.
-func bundleFailure(out *streamed, cfg Config) error {
+func bundleFailure(out *streamed, cfg Config, emulated bool) error {
 	stderr := out.stderr.String()
 	var messages []string
 	for _, line := range strings.Split(stderr, "\n") {
@@ -37,6 +37,9 @@ func bundleFailure(out *streamed, cfg Config) error {
 	}
 	msg := strings.Join(messages, "\n")
 	switch {
+	case out.exitCode == shellNotFound && strings.Contains(stderr, "deno") && emulated:
+		// The emulator runs the image's commands with this machine's tools.
+		msg = "deno was not found on the emulator's machine, which runs bundles with its own Deno: set NSDRIVER_DENO to a deno binary, or run ./scripts/setup-deno in the nsdriver checkout"
 	case out.exitCode == shellNotFound && strings.Contains(stderr, "deno"):
 		msg = fmt.Sprintf("deno was not found in the image %q; set bundleImage to an image with Deno, or set denoSetup to install", cfg.BundleImage)
 		if cfg.DenoSetup == DenoSetupInstall {

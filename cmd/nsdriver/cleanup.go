@@ -29,6 +29,10 @@ func cmdCleanup(ctx context.Context, args []string, stdout, stderr io.Writer) (i
 	if done, err := c.parse(args, stdout); done || err != nil {
 		return 0, err
 	}
+	if c.emulator {
+		// A fresh in-process emulator has nothing to clean up.
+		return 0, usageError{"cleanup --emulator would search a new, empty emulator and always find nothing; to clean up an emulator you started with `nsdriver emulator`, point at it with --endpoint (its NSC_ENDPOINT) and --token"}
+	}
 	cfg, err := c.config()
 	if err != nil {
 		return 0, err

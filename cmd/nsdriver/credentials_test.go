@@ -57,3 +57,12 @@ func TestEmulatorWordingEverywhere(t *testing.T) {
 		}
 	}
 }
+
+// cleanup --emulator would search a new, empty emulator: refused, saying how
+// to reach the emulator meant.
+func TestCleanupRefusesAFreshEmulator(t *testing.T) {
+	r := nsd(t, "", "cleanup", "--emulator", "--dry-run")
+	if r.code != 2 || !strings.Contains(r.stderr, "always find nothing") || !strings.Contains(r.stderr, "--endpoint") {
+		t.Fatalf("want exit 2 saying it would find nothing and to use --endpoint; got %+v", r)
+	}
+}
