@@ -212,7 +212,13 @@ func startSeparateEmulator(b *testing.B, flags ...string) separateEmulator {
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	b.Cleanup(func() {
+		// SIGTERM, so that the emulator removes its directories from $TMPDIR.
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		if cmd.Wait() != nil {
+			_ = cmd.Process.Kill()
+		}
+	})
 	exports := map[string]string{}
 	sc := bufio.NewScanner(stdout)
 	for sc.Scan() && strings.HasPrefix(sc.Text(), "export ") {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/swamp-club/nsdriver/nsemu"
 )
@@ -21,13 +22,31 @@ func startEmulator(t *testing.T, n int, args ...string) (*exec.Cmd, []string) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	t.Cleanup(func() { stopGracefully(cmd) })
 	sc := bufio.NewScanner(stdout)
 	var lines []string
 	for len(lines) < n && sc.Scan() {
 		lines = append(lines, sc.Text())
 	}
 	return cmd, lines
+}
+
+// stopGracefully ends a CLI process with SIGTERM, so that it removes its
+// temporary files (a SIGKILL would leave them in $TMPDIR), and kills it if
+// it has not ended within a minute.
+func stopGracefully(cmd *exec.Cmd) {
+	if cmd.ProcessState != nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		_ = cmd.Process.Kill()
+		<-done
+	}
 }
 
 // pasted runs a shell that evaluates the export lines, as a person pasting
