@@ -183,7 +183,7 @@ async function execute(
             logs.push(rec.msg);
             log(rec.msg);
           } else if (rec?.source === "driver") {
-            if (progress) log(`[nsdriver] ${rec.msg}`);
+            if (progress) log(`[nsdriver] ${describeRecord(rec)}`);
           } else {
             other.push(line);
           }
@@ -243,6 +243,66 @@ async function execute(
   }
 }
 
+// describeIssue words a config problem, with the key probably meant for an
+// unknown one ("machinTyp" → "machineType"), as nsdriver itself does.
+function describeIssue(issue: z.core.$ZodIssue): string {
+  if (issue.code === "unrecognized_keys") {
+    const known = Object.keys(configSchema.shape);
+    return issue.keys.map((key) => {
+      const meant = closest(key, known);
+      return `${key}: unknown key${meant ? `; did you mean ${meant}?` : `; known keys: ${known.join(", ")}`}`;
+    }).join("; ");
+  }
+  return `${issue.path.join(".") || "(config)"}: ${issue.message}`;
+}
+
+// closest is nsdriver's suggester (internal/suggest): the same letters once
+// case, "-" and "_" are set aside, a key that starts with the name, or one
+// within a few edits; a name of one or two letters only by a unique prefix.
+function closest(name: string, candidates: string[]): string {
+  const norm = (s: string) => s.replace(/[-_]/g, "").toLowerCase();
+  const n = norm(name);
+  if (!n) return "";
+  if (n.length < 3) {
+    const found = candidates.filter((c) => norm(c).startsWith(n));
+    return found.find((c) => norm(c) === n) ?? (found.length === 1 ? found[0] : "");
+  }
+  let best = "";
+  let bestDist = Math.max(2, Math.floor(n.length / 3)) + 1;
+  for (const c of candidates) {
+    const cn = norm(c);
+    if (cn === n) return c;
+    if (cn.startsWith(n)) {
+      if (!best || cn.length - n.length < bestDist) [best, bestDist] = [c, 0];
+      continue;
+    }
+    const d = distance(n, cn);
+    if (d < bestDist) [best, bestDist] = [c, d];
+  }
+  return best;
+}
+
+function distance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) {
+      cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    prev = cur;
+  }
+  return prev[b.length];
+}
+
+// describeRecord renders a driver progress record as one line: its message
+// and its attributes (the numbers are the point), without slog's own keys.
+function describeRecord(rec: Record<string, unknown>): string {
+  const attrs = Object.entries(rec)
+    .filter(([k]) => !["time", "level", "msg", "source"].includes(k))
+    .map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`);
+  return [String(rec.msg), ...attrs].join(" ");
+}
+
 export const driver = {
   type: TYPE,
   name: "Namespace",
@@ -255,7 +315,7 @@ export const driver = {
       type: TYPE,
       execute(request: ExecutionRequest, callbacks?: ExecutionCallbacks): Promise<ExecutionResult> {
         if (!parsed.success) {
-          const problems = parsed.error.issues.map((i) => `${i.path.join(".") || "(config)"}: ${i.message}`).join("; ");
+          const problems = parsed.error.issues.map(describeIssue).join("; ");
           return Promise.resolve(errorResult(`invalid driverConfig for ${TYPE}: ${problems}`, performance.now()));
         }
         return execute(parsed.data, request, callbacks);

@@ -349,3 +349,26 @@ Deno.test("nsdriver failing without a result: every stderr line is in the error"
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("NSDRIVER_SWAMP_PROGRESS=1: progress lines keep their numbers", async () => {
+  Deno.env.set("NSDRIVER_SWAMP_PROGRESS", "1");
+  try {
+    const { result, lines } = await exec(request());
+    assertEquals(result.status, "success", result.error);
+    const cost = lines.find((l) => l.startsWith("[nsdriver] cost "));
+    assert(cost !== undefined, `no cost line in:\n${lines.join("\n")}`);
+    assertMatch(cost!, /unitMinutes=\d/);
+    assertMatch(cost!, /estimatedCostUsd=\d/);
+    assertMatch(lines.find((l) => l.startsWith("[nsdriver] instance ready")) ?? "", /bootMs=\d+/);
+  } finally {
+    Deno.env.delete("NSDRIVER_SWAMP_PROGRESS");
+  }
+});
+
+Deno.test("an unknown config key gets a did-you-mean, as nsdriver's own", async () => {
+  const { result } = await exec(request(), { machinTyp: "4x8" });
+  assertEquals(result.status, "error");
+  assertStringIncludes(result.error!, "machinTyp: unknown key; did you mean machineType?");
+  const other = (await exec(request(), { zzz: 1 })).result;
+  assertStringIncludes(other.error!, "zzz: unknown key; known keys: token,");
+});
