@@ -19,9 +19,20 @@
 // machine (not a sandbox). No account or network is needed:
 //
 //	emu, err := nsemu.Start(nsemu.Options{})
+//	if err != nil {
+//		log.Fatal(err)
+//	}
 //	defer emu.Close()
 //	d, err := nsdriver.New(nsdriver.Config{Endpoint: emu.URL(), Token: emu.Token()})
+//	if err != nil {
+//		log.Fatal(err)
+//	}
+//	res := d.Execute(context.Background(), nsdriver.ExecutionRequest{ProtocolVersion: 1,
+//		MethodName: "hello", MethodArgs: map[string]any{"run": "echo hello"}}, nsdriver.Callbacks{})
+//	fmt.Printf("%s", res.Outputs[0].Content) // hello
 //
-// Without a token in the Config, New looks in NAMESPACE_TOKEN, NSC_TOKEN,
-// NSC_TOKEN_FILE and the `nsc login` file, in that order.
+// Without a token in the Config, New walks the chain of docs/config.md:
+// NAMESPACE_TOKEN, NSC_TOKEN (deprecated), NSC_TOKEN_SPEC or
+// NSC_TOKEN_SPEC_FILE, NSC_TOKEN_FILE, the workload token file and the
+// `nsc login` file, in that order.
 package nsdriver

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -53,3 +54,92 @@ func TestDocsConfigTable(t *testing.T) {
 		t.Errorf("README.md's table has %d keys, the schema %d", len(rows), len(schema.Properties))
 	}
 }
+
+// Every Go snippet in README.md, docs/ and the package doc compiles as
+// written: each becomes the body of a function (or, when it starts with
+// "package", a file of its own) and is built with the go command.
+func TestDocSnippetsCompile(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs go build")
+	}
+	var snippets []struct{ where, code string }
+	files, _ := filepath.Glob("docs/*.md")
+	for _, file := range append([]string{"README.md"}, files...) {
+		text, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, block := range strings.Split(string(text), "```go\n")[1:] {
+			code, _, _ := strings.Cut(block, "```")
+			snippets = append(snippets, struct{ where, code string }{fmt.Sprintf("%s, Go block %d", file, i+1), code})
+		}
+	}
+	doc, err := os.ReadFile("doc.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var block []string
+	for _, line := range strings.Split(string(doc), "\n") {
+		if code, ok := strings.CutPrefix(line, "//\t"); ok {
+			block = append(block, code)
+		} else if len(block) > 0 {
+			snippets = append(snippets, struct{ where, code string }{"doc.go", strings.Join(block, "\n")})
+			block = nil
+		}
+	}
+	if len(snippets) < 3 {
+		t.Fatalf("found %d Go snippets; the README and doc.go have at least 3", len(snippets))
+	}
+	dir, err := os.MkdirTemp(".", "_snippets-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	for i, s := range snippets {
+		src := s.code
+		if !strings.HasPrefix(strings.TrimSpace(src), "package ") {
+			src = snippetPrelude + "func snippet() {\n" + src + "\n}\n"
+		}
+		pkg := filepath.Join(dir, fmt.Sprintf("s%d", i))
+		if err := os.MkdirAll(pkg, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(pkg, "main.go"), []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cmd := goTool("build", "-o", os.DevNull, "./"+filepath.ToSlash(pkg))
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("%s does not compile:\n%s\n%s", s.where, out, s.code)
+		}
+	}
+}
+
+// snippetPrelude imports what the snippets use, each kept in use.
+const snippetPrelude = `package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"os"
+	"time"
+
+	"github.com/swamp-club/nsdriver"
+	"github.com/swamp-club/nsdriver/nsemu"
+)
+
+var (
+	_ = context.Background
+	_ = errors.Is
+	_ = fmt.Sprint
+	_ = log.Println
+	_ = os.Exit
+	_ = time.Second
+	_ = nsdriver.New
+	_ = nsemu.Start
+)
+
+func main() {}
+
+`
