@@ -32,26 +32,57 @@ const (
 )
 
 // Config is the driverConfig: how the driver reaches Namespace and what VM
-// each execution gets. Zero values take the defaults of docs/config.md.
+// each execution gets. Zero values take the defaults of docs/config.md. Each
+// field's comment is also its description in the JSON schema (schema/gen).
 type Config struct {
-	Token          string            `json:"token,omitempty" jsonschema_description:"Namespace API token. Never logged. Default: the first of tokenFile, NAMESPACE_TOKEN, NSC_TOKEN, NSC_TOKEN_FILE, the nsc login file, /var/run/nsc/token.json."`
-	TokenFile      string            `json:"tokenFile,omitempty" jsonschema_description:"Path of a JSON file with a bearer_token field (what nsc login writes)."`
-	Region         string            `json:"region,omitempty" jsonschema:"enum=us,enum=eu" jsonschema_description:"Namespace region: us or eu. Set, it wins over NSC_ENDPOINT; unset, the region the token's claims name is used, else us."`
-	Endpoint       string            `json:"endpoint,omitempty" jsonschema_description:"API endpoint: host, host:port or URL (no scheme means https); overrides region. Plain http only to a loopback address."`
-	MachineType    string            `json:"machineType,omitempty" jsonschema:"pattern=^(2|4|8|16|32)x(2|4|8|16|32|64|128|256|512)$" jsonschema_description:"<vCPU>x<GB>: vCPU in 2/4/8/16/32, GB a power of two from 2 to 512."`
-	Arch           string            `json:"arch,omitempty" jsonschema:"enum=amd64,enum=arm64" jsonschema_description:"CPU architecture."`
-	Timeout        Milliseconds      `json:"timeout,omitzero" jsonschema_description:"Limit on one execution: milliseconds (number) or a duration string such as 90s. Default 600000 (10 min)."`
-	Duration       DurationString    `json:"duration,omitzero" jsonschema_description:"Instance deadline after creation, a duration string such as 15m. At least timeout + 1m; default timeout + 5m."`
-	Bare           *bool             `json:"bare,omitempty" jsonschema_description:"true: a bare VM; false requests Kubernetes."`
-	Image          string            `json:"image,omitempty" jsonschema_description:"Command-mode container image. builtin:* is a Namespace-managed image (knownImageId); anything else an image reference."`
-	BundleImage    string            `json:"bundleImage,omitempty" jsonschema_description:"Bundle-mode container image when denoSetup is preinstalled; must contain deno."`
-	DenoSetup      string            `json:"denoSetup,omitempty" jsonschema:"enum=preinstalled,enum=install" jsonschema_description:"preinstalled: deno is in bundleImage. install: run the script at denoInstallUrl in image first."`
-	DenoInstallURL string            `json:"denoInstallUrl,omitempty" jsonschema:"format=uri" jsonschema_description:"Deno install script used when denoSetup is install."`
-	Env            map[string]string `json:"env,omitempty" jsonschema_description:"Environment for the workload. Values are secrets: never logged."`
-	Labels         map[string]string `json:"labels,omitempty" jsonschema_description:"Extra instance labels, added to the driver's own (names and values: [a-z0-9./_-], at most 63 characters)."`
-	MaxOutputBytes int64             `json:"maxOutputBytes,omitempty" jsonschema:"minimum=1" jsonschema_description:"Cap on captured stdout, in bytes."`
-	MaxConcurrent  int               `json:"maxConcurrent,omitempty" jsonschema:"minimum=0" jsonschema_description:"VMs in flight per Driver; 0 means no limit."`
-	WarmPool       int               `json:"warmPool,omitempty" jsonschema:"minimum=0" jsonschema_description:"Pre-booted VMs kept per image; each is still used once."`
+	// Namespace API token; never logged. Unset: the first of tokenFile,
+	// NAMESPACE_TOKEN, NSC_TOKEN (deprecated), NSC_TOKEN_SPEC(_FILE),
+	// NSC_TOKEN_FILE, /var/run/nsc/token.json and the nsc login file.
+	Token string `json:"token,omitempty"`
+	// Path of a token file: JSON with bearer_token or session_token (what
+	// nsc login writes), or the raw token.
+	TokenFile string `json:"tokenFile,omitempty"`
+	// Namespace region: us or eu. Set, it wins over NSC_ENDPOINT; unset, the
+	// region the token's claims name is used, else us.
+	Region string `json:"region,omitempty" jsonschema:"enum=us,enum=eu"`
+	// API endpoint: host, host:port or URL (no scheme means https); overrides
+	// everything else. Plain http only to a loopback address.
+	Endpoint string `json:"endpoint,omitempty"`
+	// VM shape <vCPU>x<GB>: vCPU in 2/4/8/16/32, GB a power of two from 2 to
+	// 512.
+	MachineType string `json:"machineType,omitempty" jsonschema:"pattern=^(2|4|8|16|32)x(2|4|8|16|32|64|128|256|512)$"`
+	// CPU architecture: amd64 or arm64.
+	Arch string `json:"arch,omitempty" jsonschema:"enum=amd64,enum=arm64"`
+	// Limit on one execution: milliseconds (a number) or a duration string
+	// such as 90s. Default 600000 (10 min).
+	Timeout Milliseconds `json:"timeout,omitzero"`
+	// Instance deadline after creation, a duration string such as 15m: at
+	// least timeout + 1m; default timeout + 5m.
+	Duration DurationString `json:"duration,omitzero"`
+	// true: a bare VM; false requests Kubernetes.
+	Bare *bool `json:"bare,omitempty"`
+	// Command-mode container image: builtin:* is a Namespace-managed image
+	// (knownImageId), anything else an image reference.
+	Image string `json:"image,omitempty"`
+	// Bundle-mode container image when denoSetup is preinstalled; must
+	// contain deno.
+	BundleImage string `json:"bundleImage,omitempty"`
+	// preinstalled: deno is in bundleImage. install: run the script at
+	// denoInstallUrl in image first.
+	DenoSetup string `json:"denoSetup,omitempty" jsonschema:"enum=preinstalled,enum=install"`
+	// Deno install script used when denoSetup is install.
+	DenoInstallURL string `json:"denoInstallUrl,omitempty" jsonschema:"format=uri"`
+	// Environment for the workload. Values are secrets: never logged.
+	Env map[string]string `json:"env,omitempty"`
+	// Extra instance labels, added to the driver's own (names and values:
+	// [a-z0-9./_-], at most 63 characters).
+	Labels map[string]string `json:"labels,omitempty"`
+	// Cap on captured stdout, in bytes.
+	MaxOutputBytes int64 `json:"maxOutputBytes,omitempty" jsonschema:"minimum=1"`
+	// VMs in flight per Driver; 0 means no limit.
+	MaxConcurrent int `json:"maxConcurrent,omitempty" jsonschema:"minimum=0"`
+	// Pre-booted VMs kept per image; each is still used once.
+	WarmPool int `json:"warmPool,omitempty" jsonschema:"minimum=0"`
 }
 
 // Milliseconds is a duration whose JSON is a number of milliseconds, as

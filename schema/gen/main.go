@@ -11,7 +11,10 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path"
+	"path/filepath"
 	"reflect"
+	"strings"
 
 	"github.com/invopop/jsonschema"
 
@@ -40,7 +43,18 @@ func main() {
 
 func generate() ([]byte, error) {
 	r := jsonschema.Reflector{DoNotReference: true, ExpandedStruct: true, Mapper: mapType}
+	// Each field's Go doc comment is its description: one text for go doc
+	// and the schema.
+	if err := addRootComments(&r); err != nil {
+		return nil, fmt.Errorf("reading Config's comments: %w", err)
+	}
 	s := r.Reflect(&nsdriver.Config{})
+	for p := s.Properties.Oldest(); p != nil; p = p.Next() {
+		p.Value.Description = strings.Join(strings.Fields(p.Value.Description), " ")
+		if p.Value.Description == "" {
+			return nil, fmt.Errorf("Config.%s has no doc comment to describe it", p.Key)
+		}
+	}
 	s.ID = "https://github.com/swamp-club/nsdriver/schema/driver-config.schema.json"
 	s.Title = "nsdriver driverConfig"
 	s.Description = "Configuration of the @swamp/namespace execution driver."
@@ -55,6 +69,37 @@ func generate() ([]byte, error) {
 		return nil, fmt.Errorf("encoding the schema: %w", err)
 	}
 	return out.Bytes(), nil
+}
+
+// addRootComments reads the root package's doc comments from wherever the
+// generator runs (the module root under go generate, schema/gen under go
+// test). The library names a package by base joined with the directory
+// walked, so base is the import path of the working directory.
+func addRootComments(r *jsonschema.Reflector) error {
+	cwd, err := os.Getwd()
+	if err != nil {
+		return err
+	}
+	root := cwd
+	for {
+		if _, err := os.Stat(filepath.Join(root, "go.mod")); err == nil {
+			break
+		}
+		parent := filepath.Dir(root)
+		if parent == root {
+			return fmt.Errorf("no go.mod above %s", cwd)
+		}
+		root = parent
+	}
+	toRoot, err := filepath.Rel(cwd, root)
+	if err != nil {
+		return err
+	}
+	fromRoot, err := filepath.Rel(root, cwd)
+	if err != nil {
+		return err
+	}
+	return r.AddGoComments(path.Join("github.com/swamp-club/nsdriver", filepath.ToSlash(fromRoot)), toRoot)
 }
 
 // setDefaults states each key's default as WithDefaults applies it; an
