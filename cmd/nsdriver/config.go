@@ -55,8 +55,8 @@ var configFlags = []struct {
 	flag, key, usage string
 	kind             flagKind
 }{
-	{"token", "token", "Namespace API `token` (never logged)", textFlag},
-	{"token-file", "tokenFile", "token `file`: JSON with bearer_token or session_token, or the raw token", textFlag},
+	{"token", "token", "Namespace API `token`, never logged (unset: --token-file, NAMESPACE_TOKEN, NSC_TOKEN_SPEC(_FILE), NSC_TOKEN_FILE, /var/run/nsc/token.json, the nsc login file, in that order)", textFlag},
+	{"token-file", "tokenFile", "token `file`: JSON with bearer_token or session_token (nsc login writes a session_token), or the raw token", textFlag},
 	{"region", "region", "`region`: us or eu; wins over NSC_ENDPOINT (default: the region the token names, else us)", textFlag},
 	{"endpoint", "endpoint", "API endpoint: `host`, host:port or URL; overrides everything else", textFlag},
 	{"machine-type", "machineType", "`shape` <vCPU>x<GB>, e.g. 2x4 (default)", textFlag},
