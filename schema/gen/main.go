@@ -52,7 +52,7 @@ func generate() ([]byte, error) {
 	for p := s.Properties.Oldest(); p != nil; p = p.Next() {
 		p.Value.Description = strings.Join(strings.Fields(p.Value.Description), " ")
 		if p.Value.Description == "" {
-			return nil, fmt.Errorf("Config.%s has no doc comment to describe it", p.Key)
+			return nil, fmt.Errorf("the Config field of key %s has no doc comment to describe it", p.Key)
 		}
 	}
 	s.ID = "https://github.com/swamp-club/nsdriver/schema/driver-config.schema.json"
