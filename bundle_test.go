@@ -64,6 +64,22 @@ export const model = {
       },
     },
     boom: { execute() { throw new Error("kaboom from the model"); } },
+    atWriteTime: {
+      async execute(args, ctx) {
+        const state = { n: 1 };
+        await ctx.writeResource("state", "first", state);
+        state.n = 2;
+        await ctx.writeResource("state", "second", state);
+        state.n = 3;
+        const buf = new Uint8Array([1, 2, 3]);
+        await ctx.createFileWriter("files", "bytes").writeAll(buf);
+        buf[0] = 9;
+        const msg = "hello";
+        ctx.logger.info("writing {msg}", { msg });
+        ctx.logger.info("two {a} and {b}", { a: 1, b: { c: true } });
+        ctx.logger.info("no template", { a: 1 });
+      },
+    },
     stopped: {
       async execute(args, ctx) {
         const seen = new Promise((resolve) => ctx.signal.addEventListener("abort", () => resolve(ctx.signal.reason.message)));
@@ -141,7 +157,7 @@ func TestBundleUnknownAndThrowingMethods(t *testing.T) {
 	res := env.driver.Execute(context.Background(), bundleRequest(testModel, "nope"), Callbacks{})
 	var we *WorkloadError
 	if res.Status != ResultError || !errors.As(res.Err, &we) || we.ExitCode != runnerUnknownMethod ||
-		!strings.Contains(res.Error, `unknown method "nope"`) || !strings.Contains(res.Error, "everything, boom, stopped, exitEarly") {
+		!strings.Contains(res.Error, `unknown method "nope"`) || !strings.Contains(res.Error, "everything, boom, atWriteTime, stopped, exitEarly") {
 		t.Fatalf("unknown: %+v", res)
 	}
 	res = env.driver.Execute(context.Background(), bundleRequest(testModel, "boom"), Callbacks{})
@@ -328,5 +344,34 @@ func TestBundleSignalFiresOnSIGTERM(t *testing.T) {
 	res := env.driver.Execute(context.Background(), bundleRequest(testModel, "stopped"), Callbacks{})
 	if res.Status != ResultSuccess || len(res.Outputs) != 1 || string(res.Outputs[0].Content) != `{"reason":"the run was stopped (SIGTERM)"}` {
 		t.Fatalf("result %+v %q", res.Error, res.Outputs)
+	}
+}
+
+// What a model writes is taken when it writes it; a template log line reads
+// as swamp's logger renders it in process; a thrown error is stored as its
+// message, the stack going to the log.
+func TestBundleWritesAsSwampDoesInProcess(t *testing.T) {
+	denoPath(t)
+	env := newTestEnv(t, Config{}, nsemu.Options{})
+	var logs []string
+	res := env.driver.Execute(context.Background(), bundleRequest(testModel, "atWriteTime"), Callbacks{OnLog: func(l string) { logs = append(logs, l) }})
+	if res.Status != ResultSuccess {
+		t.Fatalf("want success, got %+v", res)
+	}
+	out := outputsByName(res.Outputs)
+	for name, want := range map[string]string{"first": `{"n":1}`, "second": `{"n":2}`, "bytes": "\x01\x02\x03"} {
+		if got := string(out[name].Content); got != want {
+			t.Errorf("%s: stored %q; want %q, as it was when written", name, got, want)
+		}
+	}
+	joined := strings.Join(logs, "\n")
+	for _, want := range []string{`[INFO] writing "hello"`, `[INFO] two 1 and { c: true }`, `[INFO] no template { a: 1 }`} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("logs lack %q:\n%s", want, joined)
+		}
+	}
+	res = env.driver.Execute(context.Background(), bundleRequest(testModel, "boom"), Callbacks{})
+	if res.Error != "kaboom from the model" || !strings.Contains(strings.Join(res.Logs, "\n"), "at Object.execute") {
+		t.Fatalf("thrown error: want the error to be the message and the stack in the logs; got error %q, logs %q", res.Error, res.Logs)
 	}
 }

@@ -35,8 +35,19 @@ for (const name of ["log", "info", "debug", "dir", "dirxml", "table", "trace"]) 
   console[name] = (...args) => toStderr(...args);
 }
 
-const format = (args) =>
-  args.map((a) => (typeof a === "string" ? a : Deno.inspect(a, { depth: 6 }))).join(" ");
+const inspect = (a) => Deno.inspect(a, { depth: 6 });
+// A message template with its properties — logger.info("writing {msg}",
+// {msg}) — renders as swamp's own logger does in process: each {name}
+// replaced by the inspected value (`writing "hello"`), the properties not
+// printed again. Anything else prints its arguments, inspected, in order.
+const format = (args) => {
+  const [first, props, ...rest] = args;
+  if (typeof first === "string" && rest.length === 0 && props && typeof props === "object" && !Array.isArray(props)) {
+    const rendered = first.replace(/\{([A-Za-z_$][\w$]*)\}/g, (m, key) => (key in props ? inspect(props[key]) : m));
+    if (rendered !== first) return rendered;
+  }
+  return args.map((a) => (typeof a === "string" ? a : inspect(a))).join(" ");
+};
 const logger = Object.fromEntries(
   ["debug", "info", "warn", "error"].map((level) => [
     level,
@@ -78,11 +89,12 @@ const handle = (kind, specName, name, size, dataId = crypto.randomUUID()) => ({
   metadata: {},
 });
 
+// Bytes are copied when written: a model that reuses its buffer afterwards
+// does not change what it wrote (swamp's writer has them on disk by then).
 const toBytes = (data) => {
   if (typeof data === "string") return encoder.encode(data);
-  if (data instanceof Uint8Array) return data;
-  if (data instanceof ArrayBuffer) return new Uint8Array(data);
-  if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  if (data instanceof ArrayBuffer) return new Uint8Array(data.slice(0));
+  if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength));
   throw new TypeError("writeAll takes a string, a Uint8Array or an ArrayBuffer");
 };
 
@@ -171,8 +183,10 @@ const context = {
   definition: request.definitionMeta,
   logger,
   async writeResource(specName, name, data) {
+    // Captured as written: a model that changes the object afterwards does
+    // not change what it wrote, as with swamp's in-process writer.
     const json = JSON.stringify(data ?? {});
-    resources.push({ specName, name, data });
+    resources.push({ specName, name, data: data === undefined ? undefined : JSON.parse(json) });
     return handle("resource", specName, name, encoder.encode(json).length);
   },
   async readResource() {
@@ -185,7 +199,10 @@ const context = {
 try {
   await method.execute(request.methodArgs ?? {}, context);
 } catch (e) {
-  fail(2, `method "${request.methodName}" failed: ${e?.stack ?? e}`);
+  // The error is the message, as swamp stores a failed method's; the stack
+  // goes to the log.
+  if (e?.stack) writeErr(`${e.stack}\n`);
+  fail(2, e instanceof Error ? e.message : String(e));
 }
 
 const base64 = (chunks) => {
