@@ -4,6 +4,7 @@ package main
 // merge into with --config.
 
 import (
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -41,6 +42,7 @@ type common struct {
 	fs         *flag.FlagSet
 	head       string // usage text before the flag list
 	configFile string
+	configEnv  string
 	quiet      bool
 	jsonLogs   bool
 	emulator   bool
@@ -92,6 +94,7 @@ func newCommon(name, head string, keys []string) *common {
 		c.fs.Var(c.labels, "label", "extra instance label `KEY=VALUE` (repeatable)")
 	}
 	c.fs.StringVar(&c.configFile, "config", "", "driverConfig `file`, YAML or JSON (flags win)")
+	c.fs.StringVar(&c.configEnv, "config-env", "", "driverConfig JSON from the environment `variable` named: never on disk, never in argv (flags win)")
 	c.fs.BoolVar(&c.jsonLogs, "json-logs", false, "stderr as JSON lines (slog keys plus source: workload|driver)")
 	c.fs.BoolVar(&c.emulator, "emulator", false, "use an in-process emulator: commands run on this machine, not in a VM")
 	return c
@@ -127,6 +130,18 @@ func (c *common) parseInterspersed(args []string, stdout io.Writer) (done bool, 
 // result, reporting every problem with its key.
 func (c *common) config() (nsdriver.Config, error) {
 	merged := map[string]any{}
+	if c.configEnv != "" {
+		if c.configFile != "" {
+			return nsdriver.Config{}, usageError{"--config and --config-env both name a driverConfig; give one"}
+		}
+		text, ok := os.LookupEnv(c.configEnv)
+		if !ok {
+			return nsdriver.Config{}, usageError{fmt.Sprintf("--config-env %s: %s is not set in this environment", c.configEnv, c.configEnv)}
+		}
+		if err := json.Unmarshal([]byte(text), &merged); err != nil || merged == nil {
+			return nsdriver.Config{}, usageError{fmt.Sprintf("--config-env %s: the variable does not hold a JSON object", c.configEnv)}
+		}
+	}
 	if c.configFile != "" {
 		data, err := os.ReadFile(c.configFile)
 		if err != nil {

@@ -66,3 +66,21 @@ func TestCleanupRefusesAFreshEmulator(t *testing.T) {
 		t.Fatalf("want exit 2 saying it would find nothing and to use --endpoint; got %+v", r)
 	}
 }
+
+// --config-env reads the driverConfig from an environment variable (how the
+// swamp extension keeps it off the disk); flags still win.
+func TestConfigFromTheEnvironment(t *testing.T) {
+	cmd := exec.Command(binary, "run", "--emulator", "--quiet", "--config-env", "NSD_TEST_CONFIG", "--env", "B=flag", "--", `printf '%s|%s' "$A" "$B"`)
+	cmd.Env = append(os.Environ(), `NSD_TEST_CONFIG={"env":{"A":"from-env-config","B":"from-env-config"}}`)
+	if r := runCmd(t, cmd); r.code != 0 || r.stdout != "from-env-config|flag" {
+		t.Fatalf("want the config from the variable with the flag winning; got %+v", r)
+	}
+	for env, want := range map[string]string{"": "NSD_TEST_CONFIG is not set", "NSD_TEST_CONFIG=[1]": "does not hold a JSON object",
+		`NSD_TEST_CONFIG={"machinType":"4x8"}`: `did you mean "machineType"`} {
+		cmd := exec.Command(binary, "run", "--emulator", "--config-env", "NSD_TEST_CONFIG", "--", "true")
+		cmd.Env = append(os.Environ(), env)
+		if r := runCmd(t, cmd); r.code != 2 || !strings.Contains(r.stderr, want) {
+			t.Errorf("%q: want exit 2 saying %q, got %+v", env, want, r)
+		}
+	}
+}

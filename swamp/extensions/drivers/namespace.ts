@@ -127,16 +127,20 @@ async function execute(
   };
   const { nsdriverPath, token, ...driverConfig } = config;
   const progress = Deno.env.get("NSDRIVER_SWAMP_PROGRESS") === "1";
-  let dir: string | undefined;
   try {
-    // The config travels in a private file, the token in the environment.
-    dir = await Deno.makeTempDir({ prefix: "nsdriver-swamp-" });
-    await Deno.chmod(dir, 0o700);
-    const configFile = `${dir}/config.json`;
-    await Deno.writeTextFile(configFile, JSON.stringify(driverConfig), { mode: 0o600 });
-    const env: Record<string, string> = {};
+    // The config (its env may hold secrets) and the token travel in the
+    // child's environment: never on disk, where a SIGKILL would leave them,
+    // and never in argv.
+    const env: Record<string, string> = { NSDRIVER_SWAMP_CONFIG: JSON.stringify(driverConfig) };
     if (token) env.NAMESPACE_TOKEN = token;
-    const args = ["exec", "--config", configFile, "--json-logs", ...(progress ? ["--progress"] : []), "-"];
+    const args = [
+      "exec",
+      "--config-env",
+      "NSDRIVER_SWAMP_CONFIG",
+      "--json-logs",
+      ...(progress ? ["--progress"] : []),
+      "-",
+    ];
     let child: Deno.ChildProcess;
     try {
       child = new Deno.Command(nsdriverPath ?? "nsdriver", {
@@ -238,8 +242,6 @@ async function execute(
       started,
       logs,
     );
-  } finally {
-    if (dir) await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 }
 
@@ -304,7 +306,8 @@ function describeRecord(rec: Record<string, unknown>): string {
 }
 
 export const driver = {
-  type: TYPE,
+  // A string literal: swamp's catalog reads the type from the source text.
+  type: "@swamp/namespace",
   name: "Namespace",
   description:
     "Runs each model method on a fresh, isolated Namespace VM that is destroyed afterwards (needs the nsdriver binary)",

@@ -372,3 +372,40 @@ Deno.test("an unknown config key gets a did-you-mean, as nsdriver's own", async 
   const other = (await exec(request(), { zzz: 1 })).result;
   assertStringIncludes(other.error!, "zzz: unknown key; known keys: token,");
 });
+
+Deno.test("the config and the token never touch the disk or argv", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "nsdriver-spy-" });
+  const tmp = Deno.env.get("TMPDIR") ?? "/tmp";
+  const leftovers = async () => {
+    const names: string[] = [];
+    for await (const e of Deno.readDir(tmp)) if (e.name.startsWith("nsdriver-swamp-")) names.push(e.name);
+    return names.sort();
+  };
+  try {
+    const before = await leftovers();
+    const spy = `${dir}/nsdriver`;
+    await Deno.writeTextFile(
+      spy,
+      `#!/bin/sh\nprintf '%s\\n' "$@" > '${dir}/argv'\nprintf '%s' "$NSDRIVER_SWAMP_CONFIG" > '${dir}/config'\nexec '${bin}' "$@"\n`,
+    );
+    await Deno.chmod(spy, 0o700);
+    const secret = "env-secret-5f1c";
+    const { result } = await exec(request({ methodArgs: { run: 'printf %s "$API_KEY"' } }), {
+      nsdriverPath: spy,
+      env: { API_KEY: secret },
+    });
+    assertEquals(result.status, "success", result.error);
+    assertEquals(text(result, 0), secret);
+    const argv = await Deno.readTextFile(`${dir}/argv`);
+    assert(!argv.includes(secret) && !argv.includes(baseConfig.token), `a secret is in argv:\n${argv}`);
+    assertStringIncludes(await Deno.readTextFile(`${dir}/config`), secret); // it travelled in the environment
+    assertEquals(await leftovers(), before);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("the driver's type is a string literal in the source, as swamp's catalog reads it", async () => {
+  const source = await Deno.readTextFile(new URL("./namespace.ts", import.meta.url));
+  assertMatch(source, /export const driver = \{[^}]*?\btype: "@swamp\/namespace",/s);
+});
