@@ -12,11 +12,7 @@ import (
 // NSC_TOKEN still works, with one line saying it is deprecated (even with
 // --quiet); NAMESPACE_TOKEN has no such line.
 func TestNSCTokenNoticeOnce(t *testing.T) {
-	emu, err := nsemu.Start(nsemu.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer emu.Close()
+	emu := startEmu(t, nsemu.Options{})
 	for _, tc := range []struct {
 		variable string
 		notices  int
@@ -34,11 +30,7 @@ func TestNSCTokenNoticeOnce(t *testing.T) {
 // exports), the words are the emulator's, as with --emulator: no "VM", no
 // cost; exec reports an estimatedCostUsd of 0.
 func TestEmulatorWordingEverywhere(t *testing.T) {
-	emu, err := nsemu.Start(nsemu.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer emu.Close()
+	emu := startEmu(t, nsemu.Options{})
 	cmd := exec.Command(binary, "run", "--", "echo hi")
 	cmd.Env = append(os.Environ(), "NSC_ENDPOINT="+emu.URL(), "NAMESPACE_TOKEN="+emu.Token())
 	r := runCmd(t, cmd)

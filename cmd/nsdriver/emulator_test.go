@@ -106,11 +106,7 @@ func TestEmulatorSessionToken(t *testing.T) {
 // The exchanged token is cached for other processes: two CLI runs, one
 // exchange.
 func TestSessionCacheSharedByTwoProcesses(t *testing.T) {
-	emu, err := nsemu.Start(nsemu.Options{SessionToken: "sess-shared"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer emu.Close()
+	emu := startEmu(t, nsemu.Options{SessionToken: "sess-shared"})
 	file := filepath.Join(t.TempDir(), "token.json")
 	if err := os.WriteFile(file, []byte(`{"session_token":"sess-shared"}`), 0o600); err != nil {
 		t.Fatal(err)

@@ -30,11 +30,7 @@ func standInSwamp(t *testing.T, sleep string) string {
 const cliFleetSecret = "enroll-token.value-never-shown-4e1f"
 
 func TestFleetCommand(t *testing.T) {
-	emu, err := nsemu.Start(nsemu.Options{DefaultPath: standInSwamp(t, "0.1")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer emu.Close()
+	emu := startEmu(t, nsemu.Options{DefaultPath: standInSwamp(t, "0.1")})
 	cmd := exec.Command(binary, "fleet", "--endpoint", emu.URL(), "--token", emu.Token(), "--size", "2", "--total", "5",
 		"--env-from-host", "SWAMP_WORKER_TOKEN", "--env", "SWAMP_ORCHESTRATOR_URL=wss://orch:4000",
 		"--", "swamp", "worker", "connect", "--max-dispatches", "1", "--idle-timeout", "5m")
@@ -71,11 +67,7 @@ func TestFleetCommand(t *testing.T) {
 // SIGTERM mid-run stops launching, destroys every VM and exits 130; cleanup
 // leaves fleet VMs alone unless --include-fleet.
 func TestFleetSIGTERMAndCleanup(t *testing.T) {
-	emu, err := nsemu.Start(nsemu.Options{DefaultPath: standInSwamp(t, "30")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer emu.Close()
+	emu := startEmu(t, nsemu.Options{DefaultPath: standInSwamp(t, "30")})
 	flags := []string{"--endpoint", emu.URL(), "--token", emu.Token()}
 	cmd := exec.Command(binary, append(append([]string{"fleet"}, flags...), "--size", "2", "--", "swamp", "worker", "connect")...)
 	stderr := &lockedBuffer{}
@@ -109,7 +101,7 @@ func TestFleetSIGTERMAndCleanup(t *testing.T) {
 		t.Fatalf("cleanup --dry-run destroyed %d instances", destroyed)
 	}
 	_ = cmd.Process.Signal(syscall.SIGTERM)
-	err = cmd.Wait()
+	err := cmd.Wait()
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 130 {
 		t.Fatalf("exit %v: %s", err, stderr.String())
 	}

@@ -41,6 +41,17 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// startEmu starts an emulator in this process, closed when the test ends.
+func startEmu(t *testing.T, opts nsemu.Options) *nsemu.Server {
+	t.Helper()
+	emu, err := nsemu.Start(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = emu.Close() })
+	return emu
+}
+
 type result struct {
 	stdout, stderr string
 	code           int
@@ -196,11 +207,7 @@ func TestSchemaAndVersion(t *testing.T) {
 }
 
 func TestCleanup(t *testing.T) {
-	emu, err := nsemu.Start(nsemu.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer emu.Close()
+	emu := startEmu(t, nsemu.Options{})
 	client, err := nsdriver.NewClient(nsdriver.WithEndpoint(emu.URL()), nsdriver.WithToken(emu.Token()))
 	if err != nil {
 		t.Fatal(err)
@@ -263,11 +270,7 @@ func TestConfigFileAndFlagsMerge(t *testing.T) {
 // outlives it; `nsdriver cleanup --older-than 0s` finds and destroys it, and
 // a VM nobody cleans up dies at its platform deadline.
 func TestCrashSafety(t *testing.T) {
-	emu, err := nsemu.Start(nsemu.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer emu.Close()
+	emu := startEmu(t, nsemu.Options{})
 	flags := []string{"--endpoint", emu.URL(), "--token", emu.Token()}
 	orphan := func() string {
 		cmd := exec.Command(binary, append([]string{"exec"}, flags...)...)

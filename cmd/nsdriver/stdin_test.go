@@ -54,11 +54,7 @@ func TestRunStdinFromDevNull(t *testing.T) {
 // A pipe that never closes holds off neither --timeout nor SIGINT nor
 // SIGTERM, and the VM is destroyed each time.
 func TestRunStdinPipeThatNeverCloses(t *testing.T) {
-	emu, err := nsemu.Start(nsemu.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer emu.Close()
+	emu := startEmu(t, nsemu.Options{})
 	for _, tc := range []struct {
 		name     string
 		timeout  string
