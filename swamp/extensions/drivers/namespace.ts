@@ -113,6 +113,131 @@ function describeMetadata(m: Record<string, unknown>): string {
     `destroyed ${m.destroyed}`;
 }
 
+// command/shell, as swamp's raw driver runs it (its shell model, at the
+// release with drivers): the inputs workingDir, env, timeout and
+// ignoreExitCode honoured; the stored resource {exitCode, executedAt,
+// command, durationMs, stdout, stderr} with stdout and stderr read as lines
+// (one trailing newline dropped); the log file "[stdout]\n…" and
+// "[stderr]\n…" joined by a newline; a non-zero exit an error "Command
+// exited with code N". swamp hands drivers other than raw the arguments
+// uncoerced, so they are coerced here as swamp coerces them for raw.
+const ShellArgs = z.object({
+  run: z.string().min(1),
+  workingDir: z.string().optional(),
+  timeout: z.number().int().positive().optional(),
+  env: z.record(z.string(), z.string()).optional(),
+  ignoreExitCode: z.boolean().optional(),
+});
+
+interface ShellPlan {
+  request: ExecutionRequest;
+  env: Record<string, string>;
+  exitMarker: string;
+  args: z.infer<typeof ShellArgs>;
+}
+
+// The wrapper runs the command from the environment (its env values never
+// in script text), in workingDir, under timeout, and reports the exit code
+// on its last stderr line, exiting 0 so that stdout comes back either way.
+const SHELL_WRAPPER =
+  `run=$NSDRIVER_SHELL_RUN; dir=\${NSDRIVER_SHELL_DIR-}; ms=\${NSDRIVER_SHELL_TIMEOUT_MS-}; marker=$NSDRIVER_SHELL_MARKER
+unset NSDRIVER_SHELL_RUN NSDRIVER_SHELL_DIR NSDRIVER_SHELL_TIMEOUT_MS NSDRIVER_SHELL_MARKER
+if [ -n "$dir" ] && ! cd -- "$dir" 2>/dev/null; then
+  echo "No such file or directory: the working directory $dir" >&2; echo "$marker -1" >&2; exit 0
+fi
+if [ -z "$ms" ]; then
+  sh -c "$run"; echo "$marker $?" >&2; exit 0
+fi
+flag=$(mktemp); sh -c "$run" & pid=$!
+(sleep "$((ms / 1000)).$(printf %03d $((ms % 1000)))"; kill -TERM "$pid" 2>/dev/null && echo x > "$flag") & watcher=$!
+wait "$pid"; code=$?; kill "$watcher" 2>/dev/null
+if [ -s "$flag" ]; then code=timeout; fi
+rm -f "$flag"; echo "$marker $code" >&2; exit 0`;
+
+function planShell(request: ExecutionRequest): ShellPlan | { error: string } | undefined {
+  if (request.modelType !== "command/shell" || request.bundle?.length) return undefined;
+  const raw = { ...request.methodArgs };
+  if (raw.ignoreExitCode === "true") raw.ignoreExitCode = true;
+  else if (raw.ignoreExitCode === "false") raw.ignoreExitCode = false;
+  if (typeof raw.timeout === "string" && !Number.isNaN(Number(raw.timeout))) raw.timeout = Number(raw.timeout);
+  if (typeof raw.env === "string") {
+    try {
+      raw.env = JSON.parse(raw.env);
+    } catch { /* left for validation to refuse */ }
+  }
+  const parsed = ShellArgs.safeParse(raw);
+  if (!parsed.success) {
+    return { error: parsed.error.issues.map((i) => `${i.path.join(".") || "(arguments)"}: ${i.message}`).join("; ") };
+  }
+  const args = parsed.data;
+  const exitMarker = `NSDRIVER-SHELL-EXIT-${crypto.randomUUID()}`;
+  const env: Record<string, string> = { ...args.env, NSDRIVER_SHELL_RUN: args.run, NSDRIVER_SHELL_MARKER: exitMarker };
+  if (args.workingDir) env.NSDRIVER_SHELL_DIR = args.workingDir;
+  if (args.timeout) env.NSDRIVER_SHELL_TIMEOUT_MS = String(args.timeout);
+  return {
+    request: { ...request, methodArgs: { run: SHELL_WRAPPER }, resourceSpecs: { result: {} }, fileSpecs: undefined },
+    env,
+    exitMarker,
+    args,
+  };
+}
+
+/** swamp's streamLines: the text as lines joined by "\n", one trailing newline dropped. */
+const asLines = (text: string) => text.endsWith("\n") ? text.slice(0, -1) : text;
+
+function finishShell(
+  plan: ShellPlan,
+  request: ExecutionRequest,
+  result: ExecutionResult,
+  stdoutBytes: Uint8Array,
+  metadata: Record<string, unknown>,
+): ExecutionResult {
+  if (result.status !== "success") return result;
+  let stderr = typeof metadata.stderr === "string" ? metadata.stderr : "";
+  let code = 0;
+  const at = stderr.lastIndexOf(`${plan.exitMarker} `);
+  if (at >= 0) {
+    const reported = stderr.slice(at + plan.exitMarker.length + 1).trim();
+    stderr = stderr.slice(0, at);
+    code = reported === "timeout" ? -1 : Number(reported);
+    if (reported === "timeout") stderr = `Command timed out after ${plan.args.timeout}ms`;
+  }
+  let stdout = reportedTimeout(stderr, plan) ? "" : asLines(new TextDecoder().decode(stdoutBytes));
+  stderr = asLines(stderr);
+  if (code !== 0 && !plan.args.ignoreExitCode) {
+    return { ...result, status: "error", error: `Command exited with code ${code}`, outputs: [] };
+  }
+  if (!Number.isFinite(code)) stdout = "";
+  const data = {
+    exitCode: code,
+    executedAt: new Date().toISOString(),
+    command: plan.args.run,
+    durationMs: typeof metadata.durationMs === "number" ? metadata.durationMs : result.durationMs,
+    stdout,
+    stderr,
+  };
+  const log = [stdout ? `[stdout]\n${stdout}` : "", stderr ? `[stderr]\n${stderr}` : ""].filter(Boolean).join("\n");
+  const resourceSpec = Object.keys(request.resourceSpecs ?? {})[0] ?? "result";
+  const fileSpec = Object.keys(request.fileSpecs ?? {})[0] ?? "log";
+  const enc = new TextEncoder();
+  return {
+    ...result,
+    outputs: [
+      {
+        kind: "pending",
+        specName: resourceSpec,
+        name: resourceSpec,
+        type: "resource",
+        content: enc.encode(JSON.stringify(data)),
+      },
+      { kind: "pending", specName: fileSpec, name: fileSpec, type: "file", content: enc.encode(log) },
+    ],
+  };
+}
+
+const reportedTimeout = (stderr: string, plan: ShellPlan) =>
+  plan.args.timeout !== undefined && stderr === `Command timed out after ${plan.args.timeout}ms`;
+
 async function execute(
   config: NamespaceDriverConfig,
   request: ExecutionRequest,
@@ -127,11 +252,14 @@ async function execute(
   };
   const { nsdriverPath, token, ...driverConfig } = config;
   const progress = Deno.env.get("NSDRIVER_SWAMP_PROGRESS") === "1";
+  const shell = planShell(request);
+  if (shell && "error" in shell) return errorResult(`invalid arguments for command/shell: ${shell.error}`, started);
+  const sentConfig = shell ? { ...driverConfig, env: { ...driverConfig.env, ...shell.env } } : driverConfig;
   try {
     // The config (its env may hold secrets) and the token travel in the
     // child's environment: never on disk, where a SIGKILL would leave them,
     // and never in argv.
-    const env: Record<string, string> = { NSDRIVER_SWAMP_CONFIG: JSON.stringify(driverConfig) };
+    const env: Record<string, string> = { NSDRIVER_SWAMP_CONFIG: JSON.stringify(sentConfig) };
     if (token) env.NAMESPACE_TOKEN = token;
     const args = [
       "exec",
@@ -166,12 +294,10 @@ async function execute(
     callbacks.signal?.addEventListener("abort", stop, { once: true });
     if (callbacks.signal?.aborted) stop();
     try {
-      const body = JSON.stringify({
-        ...request,
-        bundle: request.bundle?.length ? toBase64(request.bundle) : undefined,
-      });
+      const sent = shell ? shell.request : request;
+      const body = JSON.stringify({ ...sent, bundle: sent.bundle?.length ? toBase64(sent.bundle) : undefined });
       const writer = child.stdin.getWriter();
-      const sent = writer.write(new TextEncoder().encode(body)).then(() => writer.close()).catch(() => {});
+      const written = writer.write(new TextEncoder().encode(body)).then(() => writer.close()).catch(() => {});
       const stdout = new Response(child.stdout).text();
       const other: string[] = []; // stderr that is not a JSON log line
       const stderr = (async () => {
@@ -184,6 +310,7 @@ async function execute(
             rec = JSON.parse(line);
           } catch { /* not a log record */ }
           if (rec?.source === "workload" && typeof rec.msg === "string") {
+            if (shell && rec.msg.startsWith(shell.exitMarker)) return; // the wrapper's, not the command's
             logs.push(rec.msg);
             log(rec.msg);
           } else if (rec?.source === "driver") {
@@ -202,7 +329,7 @@ async function execute(
         }
         handle(buf);
       })();
-      const [out, status] = await Promise.all([stdout, child.status, stderr, sent]);
+      const [out, status] = await Promise.all([stdout, child.status, stderr, written]);
       let doc: Record<string, unknown>;
       try {
         doc = JSON.parse(out);
@@ -230,6 +357,10 @@ async function execute(
       if (result.status === "error") {
         result.error = String(doc.error ?? "nsdriver reported an error");
         result.outputs = [];
+      }
+      if (shell) {
+        result.logs = result.logs.filter((l) => !l.startsWith(shell.exitMarker));
+        return finishShell(shell, request, result, outputs[0]?.content ?? new Uint8Array(), outputs[0]?.metadata ?? {});
       }
       return result;
     } finally {

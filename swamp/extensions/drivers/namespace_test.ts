@@ -58,7 +58,7 @@ const baseConfig = { endpoint: exports.NSC_ENDPOINT, token: exports.NAMESPACE_TO
 function request(overrides: Partial<ExecutionRequest> = {}): ExecutionRequest {
   return {
     protocolVersion: 1,
-    modelType: "command/shell",
+    modelType: "@test/commands",
     modelId: "test-model",
     methodName: "create",
     globalArgs: {},
@@ -408,4 +408,98 @@ Deno.test("the config and the token never touch the disk or argv", async () => {
 Deno.test("the driver's type is a string literal in the source, as swamp's catalog reads it", async () => {
   const source = await Deno.readTextFile(new URL("./namespace.ts", import.meta.url));
   assertMatch(source, /export const driver = \{[^}]*?\btype: "@swamp\/namespace",/s);
+});
+
+// command/shell as swamp's raw driver stores it: what swamp's host keeps is
+// the resource's JSON (it parses) and the log file.
+function shellRequest(methodArgs: Record<string, unknown>): ExecutionRequest {
+  return request({
+    modelType: "command/shell",
+    methodName: "execute",
+    methodArgs,
+    resourceSpecs: { result: {} },
+    fileSpecs: { log: {} },
+  });
+}
+
+async function shellRun(methodArgs: Record<string, unknown>, config: Record<string, unknown> = {}) {
+  const { result, workload } = await exec(shellRequest(methodArgs), config);
+  const stored = result.status === "success" ? JSON.parse(text(result, 0)) : undefined;
+  const log = result.status === "success" ? text(result, 1) : undefined;
+  return { result, workload, stored, log };
+}
+
+Deno.test("command/shell: the result and log raw stores", async () => {
+  const { result, workload, stored, log } = await shellRun({ run: "echo hello; echo warn >&2" });
+  assertEquals(result.status, "success", result.error);
+  assertEquals(
+    [result.outputs[0].specName, result.outputs[0].name, result.outputs[1].specName, result.outputs[1].type],
+    [
+      "result",
+      "result",
+      "log",
+      "file",
+    ],
+  );
+  assertEquals(Object.keys(stored), ["exitCode", "executedAt", "command", "durationMs", "stdout", "stderr"]);
+  assertEquals([stored.exitCode, stored.command, stored.stdout, stored.stderr], [
+    0,
+    "echo hello; echo warn >&2",
+    "hello",
+    "warn",
+  ]);
+  assertEquals(log, "[stdout]\nhello\n[stderr]\nwarn");
+  assertEquals(workload, ["warn"]); // the wrapper's exit line never shows
+});
+
+Deno.test("command/shell: stdout that parses as JSON is still wrapped", async () => {
+  for (const run of [`echo '{"a":1}'`, "echo 42"]) {
+    const { stored } = await shellRun({ run });
+    assertEquals(stored.command, run);
+    assertEquals(stored.stdout, run === "echo 42" ? "42" : '{"a":1}');
+  }
+});
+
+Deno.test("command/shell: workingDir, env, ignoreExitCode (uncoerced) and timeout are honoured", async () => {
+  const { result, stored } = await shellRun({
+    run: 'echo "dir=$(pwd) FOO=$FOO"; exit 3',
+    workingDir: "/usr",
+    env: { FOO: "bar" },
+    ignoreExitCode: "true",
+  });
+  assertEquals(result.status, "success", result.error);
+  assertEquals([stored.exitCode, stored.stdout], [3, "dir=/usr FOO=bar"]);
+  const failed = await shellRun({ run: "echo out; exit 3" });
+  assertEquals([failed.result.status, failed.result.error, failed.result.outputs.length], [
+    "error",
+    "Command exited with code 3",
+    0,
+  ]);
+  const slow = await shellRun({ run: "echo started; sleep 20", timeout: "500", ignoreExitCode: true });
+  assertEquals(slow.result.status, "success", slow.result.error);
+  assertEquals([slow.stored.exitCode, slow.stored.stdout, slow.stored.stderr], [
+    -1,
+    "",
+    "Command timed out after 500ms",
+  ]);
+  const bad = await shellRun({ run: "true", timeout: "soon" });
+  assertEquals(bad.result.status, "error");
+  assertStringIncludes(bad.result.error!, "timeout");
+});
+
+Deno.test("command/shell: env values travel as environment, never in the script", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "nsdriver-spy-" });
+  try {
+    const spy = `${dir}/nsdriver`;
+    await Deno.writeTextFile(spy, `#!/bin/sh\ntee '${dir}/request' | exec '${bin}' "$@"\n`);
+    await Deno.chmod(spy, 0o700);
+    const secret = "shell-env-secret-81d0";
+    const { stored } = await shellRun({ run: 'printf %s "$TOKENISH"', env: { TOKENISH: secret } }, {
+      nsdriverPath: spy,
+    });
+    assertEquals(stored.stdout, secret);
+    assert(!(await Deno.readTextFile(`${dir}/request`)).includes(secret), "the env value is in the request sent");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
