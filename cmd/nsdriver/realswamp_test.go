@@ -1,0 +1,219 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/swamp-club/nsdriver/nsemu"
+)
+
+// Real driver-era swamp (NSDRIVER_SWAMP_DRIVERS names its launcher:
+// ../shared/realswamp/setup drivers prints one; ./scripts/test sets it)
+// runs the same command/shell definitions under its in-process raw driver
+// and under @swamp/namespace on nsemu, installed as docs/swamp.md says; what
+// it stores must be the same, executedAt and durationMs aside.
+
+// swampRepo is a scratch swamp repository with the extension installed,
+// nsdriver on PATH, and the emulator's endpoint and token in the
+// environment.
+type swampRepo struct {
+	t        *testing.T
+	launcher string
+	dir      string
+	env      []string
+	tmp      string // the TMPDIR swamp and nsdriver see
+}
+
+func newSwampRepo(t *testing.T, emu *nsemu.Server) *swampRepo {
+	t.Helper()
+	launcher := os.Getenv("NSDRIVER_SWAMP_DRIVERS")
+	if launcher == "" {
+		t.Skip("NSDRIVER_SWAMP_DRIVERS is not set: run ../shared/realswamp/setup drivers and set it to the launcher it prints (./scripts/test does)")
+	}
+	bin := t.TempDir()
+	if err := os.Symlink(binary, filepath.Join(bin, "nsdriver")); err != nil {
+		t.Fatal(err)
+	}
+	r := &swampRepo{t: t, launcher: launcher, dir: t.TempDir(), tmp: t.TempDir()}
+	r.env = append(os.Environ(), "NO_COLOR=1", "PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"),
+		"NSC_ENDPOINT="+emu.URL(), "NAMESPACE_TOKEN="+emu.Token(), "TMPDIR="+r.tmp)
+	if out, err := r.command("git", "init", "-q", ".").CombinedOutput(); err != nil {
+		t.Fatalf("git init: %v\n%s", err, out)
+	}
+	r.swamp("init", "--tool", "none")
+	ext := filepath.Join(r.dir, "extensions", "drivers")
+	src, err := os.ReadFile("../../swamp/extensions/drivers/namespace.ts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(ext, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(ext, "namespace.ts"), src, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r.swamp("model", "create", "command/shell", "hello")
+	return r
+}
+
+func (r *swampRepo) command(name string, args ...string) *exec.Cmd {
+	cmd := exec.Command(name, args...)
+	cmd.Dir, cmd.Env = r.dir, r.env
+	return cmd
+}
+
+// swamp runs swamp and fails the test when it fails; it returns stdout.
+func (r *swampRepo) swamp(args ...string) string {
+	r.t.Helper()
+	res := runCmd(r.t, r.command(r.launcher, args...))
+	if res.code != 0 {
+		r.t.Fatalf("swamp %s: exit %d\n%s", strings.Join(args, " "), res.code, res.stderr)
+	}
+	r.noExtensionWarning(res.stderr)
+	return res.stdout
+}
+
+func (r *swampRepo) noExtensionWarning(stderr string) {
+	r.t.Helper()
+	if strings.Contains(stderr, "could not be extracted") || strings.Contains(stderr, "namespace.ts") {
+		r.t.Errorf("swamp warned about the extension:\n%s", stderr)
+	}
+}
+
+// stored is what one method run left: its status, error, the result
+// resource's attributes (timings aside) and the log file.
+type stored struct {
+	Succeeded bool
+	Error     string
+	Result    map[string]any
+	Log       string
+}
+
+func (r *swampRepo) run(driver string, inputs ...string) stored {
+	r.t.Helper()
+	args := []string{"model", "method", "run", "hello", "execute", "--json"}
+	if driver != "" {
+		args = append(args, "--driver", driver)
+	}
+	for _, in := range inputs {
+		args = append(args, "--input", in)
+	}
+	res := runCmd(r.t, r.command(r.launcher, args...))
+	r.noExtensionWarning(res.stderr)
+	var out struct {
+		Status        string
+		Error         string
+		DataArtifacts []struct {
+			Name       string
+			Path       string
+			Attributes map[string]any
+		}
+	}
+	if err := json.Unmarshal([]byte(res.stdout), &out); err != nil {
+		// A failed run prints its error on stderr, not a document.
+		return stored{Error: lastErrorLine(res.stderr)}
+	}
+	s := stored{Succeeded: out.Status == "succeeded", Error: out.Error}
+	for _, a := range out.DataArtifacts {
+		switch a.Name {
+		case "result":
+			s.Result = a.Attributes
+			delete(s.Result, "executedAt")
+			delete(s.Result, "durationMs")
+		case "log":
+			data, err := os.ReadFile(filepath.Join(a.Path, "raw"))
+			if err != nil {
+				r.t.Fatalf("reading the log file: %v", err)
+			}
+			s.Log = string(data)
+		}
+	}
+	return s
+}
+
+// lastErrorLine is the error swamp printed for a failed run.
+func lastErrorLine(stderr string) string {
+	lines := strings.Split(strings.TrimSpace(stderr), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if strings.Contains(lines[i], "rror") {
+			return strings.TrimSpace(lines[i])
+		}
+	}
+	return strings.TrimSpace(stderr)
+}
+
+func TestRealSwampCommandShellMatchesRaw(t *testing.T) {
+	emu := startEmu(t, nsemu.Options{})
+	r := newSwampRepo(t, emu)
+	for _, inputs := range [][]string{
+		{"run=echo hello; echo warn >&2"},
+		{`run=echo '{"a":1}'`},
+		{"run=echo 42"},
+		{`run=echo "dir=$(pwd) FOO=$FOO"; exit 3`, "workingDir=/usr", `env:json={"FOO":"bar"}`, "ignoreExitCode=true"},
+		{"run=echo out; echo bad >&2; exit 3"},
+	} {
+		raw := r.run("raw", inputs...)
+		ns := r.run("@swamp/namespace", inputs...)
+		if !reflect.DeepEqual(raw, ns) {
+			t.Errorf("%q:\n raw stored       %+v\n namespace stored %+v", inputs, raw, ns)
+		}
+	}
+	if n := len(emu.LiveInstances()); n != 0 {
+		t.Errorf("%d instances left alive", n)
+	}
+	r.noTempLeftovers()
+}
+
+// A driverConfig timeout fails the run saying so; SIGINT to swamp stops the
+// run, the VM is destroyed, and nothing is left in the temp directory.
+func TestRealSwampTimeoutAndInterrupt(t *testing.T) {
+	emu := startEmu(t, nsemu.Options{})
+	r := newSwampRepo(t, emu)
+	defs, _ := filepath.Glob(filepath.Join(r.dir, "models", "command", "shell", "*.yaml"))
+	if len(defs) != 1 {
+		t.Fatalf("definitions %v", defs)
+	}
+	f, err := os.OpenFile(defs[0], os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = f.WriteString("driver: \"@swamp/namespace\"\ndriverConfig:\n  timeout: 2000\n")
+	f.Close()
+	if s := r.run("", "run=sleep 20"); s.Succeeded || !strings.Contains(s.Error, "timed out after 2000ms") {
+		t.Fatalf("driverConfig timeout 2000: want a failure saying timed out after 2000ms, got %+v", s)
+	}
+
+	cmd := r.command(r.launcher, "model", "method", "run", "hello", "execute", "--input", "run=sleep 60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for end := time.Now().Add(2 * time.Minute); emu.Count("RunCommand") < 2 && time.Now().Before(end); {
+		time.Sleep(20 * time.Millisecond) // the timed-out run above made one
+	}
+	_ = cmd.Process.Signal(syscall.SIGINT)
+	_ = cmd.Wait()
+	for end := time.Now().Add(time.Minute); len(emu.LiveInstances()) != 0 && time.Now().Before(end); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if live := emu.LiveInstances(); len(live) != 0 {
+		t.Errorf("after SIGINT to swamp, %v still alive", live)
+	}
+	r.noTempLeftovers()
+}
+
+func (r *swampRepo) noTempLeftovers() {
+	r.t.Helper()
+	entries, _ := os.ReadDir(r.tmp)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), "nsdriver") || strings.HasPrefix(e.Name(), "nsemu") {
+			r.t.Errorf("left in the temp directory: %s", e.Name())
+		}
+	}
+}
