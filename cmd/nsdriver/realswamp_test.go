@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/swamp-club/nsdriver/internal/denotest"
 	"github.com/swamp-club/nsdriver/nsemu"
 )
 
@@ -63,6 +64,46 @@ func newSwampRepo(t *testing.T, emu *nsemu.Server) *swampRepo {
 	return r
 }
 
+// parityModel is an extension model that writes, then changes what it
+// wrote; logs a message template; and throws.
+const parityModel = `import { z } from "npm:zod@4";
+
+export const model = {
+  type: "@nsdtest/parity",
+  version: "2026.02.09.1",
+  resources: {
+    state: { description: "state", schema: z.object({ n: z.number() }), lifetime: "infinite", garbageCollection: 10 },
+  },
+  files: {
+    out: { description: "out", contentType: "text/plain", lifetime: "infinite", garbageCollection: 10 },
+  },
+  methods: {
+    write: {
+      description: "writes, then changes what it wrote",
+      arguments: z.object({}),
+      execute: async (_args: Record<string, never>, ctx: any) => {
+        const state = { n: 1 };
+        const first = await ctx.writeResource("state", "first", state);
+        state.n = 2;
+        const second = await ctx.writeResource("state", "second", state);
+        state.n = 3;
+        const lines = ctx.createFileWriter("out", "lines");
+        await lines.writeLine("one");
+        await lines.writeLine("two");
+        const linesHandle = await lines.finalize();
+        const buf = new TextEncoder().encode("abc");
+        const bytes = await ctx.createFileWriter("out", "bytes").writeAll(buf);
+        buf[0] = 120;
+        const msg = "hello";
+        ctx.logger.info("writing {msg}", { msg });
+        return { dataHandles: [first, second, linesHandle, bytes] };
+      },
+    },
+    boom: { description: "throws", arguments: z.object({}), execute: async () => { throw new Error("kaboom from the model"); } },
+  },
+};
+`
+
 func (r *swampRepo) command(name string, args ...string) *exec.Cmd {
 	cmd := exec.Command(name, args...)
 	cmd.Dir, cmd.Env = r.dir, r.env
@@ -87,18 +128,24 @@ func (r *swampRepo) noExtensionWarning(stderr string) {
 	}
 }
 
-// stored is what one method run left: its status, error, the result
-// resource's attributes (timings aside) and the log file.
+// stored is what one method run left: its status, error, resources
+// (timings aside) and files.
 type stored struct {
 	Succeeded bool
 	Error     string
-	Result    map[string]any
-	Log       string
+	Result    map[string]any    // the "result" resource's attributes, or every resource's by name
+	Files     map[string]string // file outputs by name
+	runLog    string            // swamp's log of the run (compared apart: it has timestamps)
 }
 
 func (r *swampRepo) run(driver string, inputs ...string) stored {
 	r.t.Helper()
-	args := []string{"model", "method", "run", "hello", "execute", "--json"}
+	return r.runMethod("hello", "execute", driver, inputs...)
+}
+
+func (r *swampRepo) runMethod(model, method, driver string, inputs ...string) stored {
+	r.t.Helper()
+	args := []string{"model", "method", "run", model, method, "--json"}
 	if driver != "" {
 		args = append(args, "--driver", driver)
 	}
@@ -110,6 +157,7 @@ func (r *swampRepo) run(driver string, inputs ...string) stored {
 	var out struct {
 		Status        string
 		Error         string
+		LogFile       string
 		DataArtifacts []struct {
 			Name       string
 			Path       string
@@ -120,20 +168,31 @@ func (r *swampRepo) run(driver string, inputs ...string) stored {
 		// A failed run prints its error on stderr, not a document.
 		return stored{Error: lastErrorLine(res.stderr)}
 	}
-	s := stored{Succeeded: out.Status == "succeeded", Error: out.Error}
+	s := stored{Succeeded: out.Status == "succeeded", Error: out.Error, Files: map[string]string{}}
 	for _, a := range out.DataArtifacts {
-		switch a.Name {
-		case "result":
-			s.Result = a.Attributes
-			delete(s.Result, "executedAt")
-			delete(s.Result, "durationMs")
-		case "log":
+		switch {
+		case a.Attributes != nil:
+			if s.Result == nil {
+				s.Result = map[string]any{}
+			}
+			delete(a.Attributes, "executedAt")
+			delete(a.Attributes, "durationMs")
+			if a.Name == "result" {
+				s.Result = a.Attributes
+			} else {
+				s.Result[a.Name] = a.Attributes
+			}
+		default:
 			data, err := os.ReadFile(filepath.Join(a.Path, "raw"))
 			if err != nil {
-				r.t.Fatalf("reading the log file: %v", err)
+				r.t.Fatalf("reading the file output %s: %v", a.Name, err)
 			}
-			s.Log = string(data)
+			s.Files[a.Name] = string(data)
 		}
+	}
+	if res.code == 0 && out.LogFile != "" {
+		data, _ := os.ReadFile(out.LogFile)
+		s.runLog = string(data)
 	}
 	return s
 }
@@ -161,8 +220,44 @@ func TestRealSwampCommandShellMatchesRaw(t *testing.T) {
 	} {
 		raw := r.run("raw", inputs...)
 		ns := r.run("@swamp/namespace", inputs...)
+		raw.runLog, ns.runLog = "", ""
 		if !reflect.DeepEqual(raw, ns) {
 			t.Errorf("%q:\n raw stored       %+v\n namespace stored %+v", inputs, raw, ns)
+		}
+	}
+	if n := len(emu.LiveInstances()); n != 0 {
+		t.Errorf("%d instances left alive", n)
+	}
+	r.noTempLeftovers()
+}
+
+// A bundle model under @swamp/namespace stores what it stores under raw:
+// data as it was when written, files, a thrown error's message; its log
+// template reads as swamp renders it in process.
+func TestRealSwampBundleMatchesRaw(t *testing.T) {
+	emu := startEmu(t, nsemu.Options{DefaultPath: filepath.Dir(denotest.Path(t)) + string(os.PathListSeparator) + os.Getenv("PATH")})
+	r := newSwampRepo(t, emu)
+	models := filepath.Join(r.dir, "extensions", "models")
+	if err := os.MkdirAll(models, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(models, "parity.ts"), []byte(parityModel), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r.swamp("model", "create", "@nsdtest/parity", "p1")
+	for _, method := range []string{"write", "boom"} {
+		raw := r.runMethod("p1", method, "raw")
+		ns := r.runMethod("p1", method, "@swamp/namespace")
+		if method == "write" {
+			for driver, s := range map[string]stored{"raw": raw, "namespace": ns} {
+				if !strings.Contains(s.runLog, `writing "hello"`) || strings.Contains(s.runLog, "undefined") {
+					t.Errorf("%s: the template log line does not read writing \"hello\":\n%s", driver, s.runLog)
+				}
+			}
+		}
+		raw.runLog, ns.runLog = "", ""
+		if !reflect.DeepEqual(raw, ns) {
+			t.Errorf("%s:\n raw stored       %+v\n namespace stored %+v", method, raw, ns)
 		}
 	}
 	if n := len(emu.LiveInstances()); n != 0 {
