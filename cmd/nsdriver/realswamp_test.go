@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -264,6 +265,43 @@ func TestRealSwampBundleMatchesRaw(t *testing.T) {
 		t.Errorf("%d instances left alive", n)
 	}
 	r.noTempLeftovers()
+}
+
+// swamp's catalog reads the driver from the source: its type, name and
+// config fields reach `swamp extension push --dry-run`.
+func TestRealSwampExtensionMetadata(t *testing.T) {
+	r := newSwampRepo(t, startEmu(t, nsemu.Options{}))
+	for _, f := range []string{"manifest.yaml", "deno.json", "extensions/drivers/namespace.ts"} {
+		data, err := os.ReadFile(filepath.Join("../../swamp", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		dest := filepath.Join(r.dir, "pkg", f)
+		if err := os.MkdirAll(filepath.Dir(dest), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(dest, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := r.swamp("extension", "push", "pkg/manifest.yaml", "--dry-run", "--json")
+	var meta struct {
+		Drivers []struct {
+			Type, Name   string
+			ConfigFields []struct{ Name string }
+		}
+	}
+	if err := json.NewDecoder(strings.NewReader(out)).Decode(&meta); err != nil || len(meta.Drivers) != 1 {
+		t.Fatalf("push --dry-run: %v\n%s", err, out)
+	}
+	d := meta.Drivers[0]
+	var fields []string
+	for _, f := range d.ConfigFields {
+		fields = append(fields, f.Name)
+	}
+	if d.Type != "@swamp/namespace" || d.Name != "Namespace" || !slices.Contains(fields, "machineType") || !slices.Contains(fields, "nsdriverPath") {
+		t.Fatalf("push --dry-run lists the driver as %+v; want its type, name and config fields", d)
+	}
 }
 
 // A driverConfig timeout fails the run saying so; SIGINT to swamp stops the

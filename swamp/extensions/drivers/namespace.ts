@@ -11,7 +11,9 @@ const durationPattern = /^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$/;
 const labelChars = /^[a-z0-9./_-]{0,63}$/;
 
 /** The driverConfig keys of nsdriver (docs/config.md), plus nsdriverPath. */
-export const configSchema = z.strictObject({
+// Written z.object({…}).strict(), not z.strictObject: swamp's catalog
+// reads the config fields from the source text, and only that spelling.
+export const configSchema = z.object({
   token: z.string().optional().describe("Namespace API token; passed to nsdriver through its environment only"),
   tokenFile: z.string().optional(),
   region: z.enum(["us", "eu"]).optional(),
@@ -31,7 +33,7 @@ export const configSchema = z.strictObject({
   maxConcurrent: z.number().int().min(0).default(0),
   warmPool: z.number().int().min(0).default(0),
   nsdriverPath: z.string().optional().describe("the nsdriver binary; default: nsdriver on PATH"),
-});
+}).strict();
 
 export type NamespaceDriverConfig = z.infer<typeof configSchema>;
 

@@ -408,6 +408,8 @@ Deno.test("the config and the token never touch the disk or argv", async () => {
 Deno.test("the driver's type is a string literal in the source, as swamp's catalog reads it", async () => {
   const source = await Deno.readTextFile(new URL("./namespace.ts", import.meta.url));
   assertMatch(source, /export const driver = \{[^}]*?\btype: "@swamp\/namespace",/s);
+  // and reads the config fields only from a z.object({…}) so spelled
+  assertMatch(source, /export const configSchema = z\.object\(\{/);
 });
 
 // command/shell as swamp's raw driver stores it: what swamp's host keeps is
