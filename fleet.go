@@ -44,6 +44,16 @@ type FleetOptions struct {
 	Script string
 	// Timeout limits each command; 0 means no limit.
 	Timeout time.Duration
+	// MaxFailures failed runs in a row (a non-zero exit or a lost VM, with
+	// no success between) stop launching: running commands finish, then
+	// Run returns an error matching ErrFleetFailed that quotes the last
+	// failure. 0 means DefaultFleetMaxFailures; negative, no limit. Failed
+	// runs, and runs shorter than 10 s, also back off the next launch (1 s
+	// doubling to 5 min, for the whole fleet).
+	MaxFailures int
+	// LaunchesPerMinute paces launches after a first burst of Size: 0
+	// means DefaultFleetLaunchesPerMinute; negative, no ceiling.
+	LaunchesPerMinute float64
 	// OnOutput gets each line the commands print, as it arrives, from
 	// several goroutines at once. Output is never captured or capped.
 	OnOutput func(FleetOutput)
@@ -64,16 +74,23 @@ type Fleet struct {
 	opts   FleetOptions
 	id     string
 	logger *slog.Logger
-	// backoff and quotaWait space retries, renewEvery deadline renewals
-	// (tests shorten them).
-	backoff, quotaWait RetryPolicy
-	renewEvery         time.Duration
+	// backoff and quotaWait space retries, failureBackoff launches after
+	// failed or short runs, renewEvery deadline renewals; a run shorter than
+	// shortRun backs off (tests shorten them).
+	backoff, quotaWait, failureBackoff RetryPolicy
+	renewEvery, shortRun               time.Duration
 
-	mu           sync.Mutex
-	claimed      int       // commands started or starting, toward Total
-	bootFailures int       // in a row
-	apiErrSince  time.Time // zero: the last call worked
-	fatal        error
+	mu            sync.Mutex
+	claimed       int       // commands started or starting, toward Total
+	bootFailures  int       // in a row
+	apiErrSince   time.Time // zero: the last call worked
+	fatal         error
+	stopLaunching bool       // MaxFailures reached: running commands finish
+	failuresInRow int        // failed runs with no success between
+	lastFailure   runOutcome // the latest failed run
+	backoffStep   int        // failed or short runs in a row
+	notBefore     time.Time  // no launch before this (backoff)
+	paceDue       time.Time  // launch pacing (awaitLaunch)
 }
 
 // NewFleet validates cfg and opts and returns a Fleet; nothing starts
@@ -96,9 +113,11 @@ func NewFleet(cfg Config, opts FleetOptions, options ...Option) (*Fleet, error) 
 		return nil, err
 	}
 	f := &Fleet{d: d, vms: *d.vms, opts: opts, id: d.vms.newID(), logger: d.logger,
-		backoff:    RetryPolicy{InitialBackoff: 2 * time.Second, MaxBackoff: 30 * time.Second},
-		quotaWait:  RetryPolicy{InitialBackoff: 5 * time.Second, MaxBackoff: time.Minute},
-		renewEvery: fleetDeadline / 4,
+		backoff:        RetryPolicy{InitialBackoff: 2 * time.Second, MaxBackoff: 30 * time.Second},
+		quotaWait:      RetryPolicy{InitialBackoff: 5 * time.Second, MaxBackoff: time.Minute},
+		failureBackoff: RetryPolicy{InitialBackoff: time.Second, MaxBackoff: 5 * time.Minute},
+		renewEvery:     fleetDeadline / 4,
+		shortRun:       fleetShortRun,
 	}
 	f.vms.cfg.Duration = DurationString(fleetDeadline)
 	// One progress line per VM start and end: the lifecycle's own lines
@@ -142,6 +161,10 @@ func (f *Fleet) slot(ctx context.Context, stop context.CancelFunc, slot int) {
 		if !f.claim() {
 			return
 		}
+		if !f.awaitLaunch(ctx) {
+			f.unclaim()
+			return
+		}
 		ran, wait := f.launch(ctx, stop, slot)
 		if ran {
 			attempt = 0
@@ -158,7 +181,7 @@ func (f *Fleet) slot(ctx context.Context, stop context.CancelFunc, slot int) {
 func (f *Fleet) claim() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.opts.Total > 0 && f.claimed >= f.opts.Total {
+	if f.stopLaunching || (f.opts.Total > 0 && f.claimed >= f.opts.Total) {
 		return false
 	}
 	f.claimed++
@@ -189,13 +212,20 @@ func (f *Fleet) launch(ctx context.Context, stop context.CancelFunc, slot int) (
 	}
 	f.apiOK()
 	id := inst.InstanceID()
-	exitCode := -1
+	var outcome runOutcome
 	defer func() {
 		destroyed := f.vms.destroy(ctx, id)
 		units, usd := f.vms.cost(inst.created)
+		if f.d.client.Emulated() {
+			usd = 0
+		}
 		if ran {
-			f.logger.Info("fleet command ended", "slot", slot, "instance", id, "exitCode", exitCode,
-				"unitMinutes", units, "estimatedCostUsd", strconv.FormatFloat(usd, 'f', -1, 64), "destroyed", destroyed)
+			attrs := []any{"slot", slot, "instance", id, "outcome", outcome.String()}
+			if outcome.kind == outcomeExited {
+				attrs = append(attrs, "exitCode", outcome.exitCode)
+			}
+			f.logger.Info("fleet command ended", append(attrs, "unitMinutes", units,
+				"estimatedCostUsd", strconv.FormatFloat(usd, 'f', -1, 64), "destroyed", destroyed)...)
 		}
 	}()
 	began := time.Now()
@@ -213,16 +243,17 @@ func (f *Fleet) launch(ctx context.Context, stop context.CancelFunc, slot int) (
 	}
 	f.bootOK()
 	f.logger.Info("fleet VM ready", "slot", slot, "instance", id, "bootMs", time.Since(began).Milliseconds())
-	exitCode, err = f.run(ctx, slot, inst)
-	if err != nil && ctx.Err() == nil {
-		f.logger.Warn("fleet command failed", "slot", slot, "instance", id, "error", UserMessage(err))
+	outcome = f.run(ctx, slot, inst)
+	if outcome.kind == outcomeLost || outcome.kind == outcomeTimedOut {
+		f.logger.Warn("fleet command failed", "slot", slot, "instance", id, "error", UserMessage(outcome.err))
 	}
+	f.recordRun(outcome)
 	return true, f.backoff
 }
 
 // run runs the command in inst, streaming its lines, while the VM's
-// deadline is renewed beside it.
-func (f *Fleet) run(ctx context.Context, slot int, inst *instance) (int, error) {
+// deadline is renewed beside it, and says how it ended.
+func (f *Fleet) run(ctx context.Context, slot int, inst *instance) runOutcome {
 	cmdCtx := ctx
 	if f.opts.Timeout > 0 {
 		var cancel context.CancelFunc
@@ -248,6 +279,10 @@ func (f *Fleet) run(ctx context.Context, slot int, inst *instance) (int, error) 
 		}}
 	}
 	stdout, stderr := emit(StreamStdout), emit(StreamStderr)
+	tail := &tailLines{n: fleetStderrTail}
+	toOutput := stderr.emit
+	stderr.emit = func(line string) { tail.add(line); toOutput(line) }
+	began := time.Now()
 	rc := newRemote(f.d.client, f.logger, inst, workloadEnv(f.d.cfg.Env, nil))
 	code, err := f.d.client.RunCommand(cmdCtx, rc.endpoint, rc.request([]string{"sh", "-c", f.opts.Script}), func(s OutputStream, data []byte) {
 		if s == StreamStdout {
@@ -258,12 +293,18 @@ func (f *Fleet) run(ctx context.Context, slot int, inst *instance) (int, error) 
 	})
 	stdout.flush()
 	stderr.flush()
+	o := runOutcome{kind: outcomeExited, exitCode: code, err: err, duration: time.Since(began), stderrTail: tail.lines}
+	switch {
+	case ctx.Err() != nil:
+		o.kind = outcomeInterrupted
 	// The server's copy of the deadline may answer before our timer fires:
 	// timedOut tells the two apart by the clock, not by which fired first.
-	if err != nil && ctx.Err() == nil && timedOut(cmdCtx, err) {
-		return -1, fmt.Errorf("%w after %s (the fleet's --timeout)", ErrTimeout, f.opts.Timeout)
+	case err != nil && timedOut(cmdCtx, err):
+		o.kind, o.err = outcomeTimedOut, fmt.Errorf("%w after %s (the fleet's --timeout)", ErrTimeout, f.opts.Timeout)
+	case err != nil:
+		o.kind = outcomeLost
 	}
-	return code, err
+	return o
 }
 
 // keepAlive renews the VM's deadline to at least fleetDeadline from now,

@@ -42,6 +42,9 @@ func newFleet(t *testing.T, opts nsemu.Options, fo FleetOptions) (*Fleet, *fleet
 	if opts.DefaultPath == "" {
 		opts.DefaultPath = standInSwamp(t)
 	}
+	if fo.LaunchesPerMinute == 0 {
+		fo.LaunchesPerMinute = -1 // no pacing, unless a test is about it
+	}
 	env := &fleetEnv{emu: startTestEmu(t, opts), logs: &syncBuffer{}}
 	fo.OnOutput = func(o FleetOutput) {
 		env.mu.Lock()
@@ -55,7 +58,7 @@ func newFleet(t *testing.T, opts nsemu.Options, fo FleetOptions) (*Fleet, *fleet
 		t.Fatal(err)
 	}
 	f.backoff = RetryPolicy{InitialBackoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond}
-	f.quotaWait = f.backoff
+	f.quotaWait, f.failureBackoff = f.backoff, f.backoff
 	t.Cleanup(func() {
 		if live := env.emu.LiveInstances(); len(live) != 0 {
 			t.Errorf("instances left alive: %v", live)

@@ -23,12 +23,27 @@ have run (default: no limit). Output streams here, each line prefixed with
 its VM's slot. A command has no time limit unless --timeout is given.
 Secrets: --env-from-host NAME passes a variable of this shell to the
 command, never in argv, output, logs or the VM's stored spec.
-SIGINT/SIGTERM destroys every VM (exit 130). Exit 0 after M commands;
-125 when the fleet cannot work (3 failed boots in a row, or API errors
-for 2 minutes).
+Failures never loop: failed runs (a non-zero exit or a lost VM) and runs
+shorter than 10 s back off the next launch (1 s doubling to 5 min), and
+--max-failures failed runs in a row stop launching; launches are paced at
+--max-launch-rate a minute after a first burst of --size. Each VM's end
+line says how its command ended: its exit code, interrupted, timed out
+(--timeout), or lost. SIGINT/SIGTERM destroys every VM (exit 130). Exit 0
+after M commands; 125 when the fleet cannot work (--max-failures failed
+runs in a row, quoted in the last lines; 3 failed boots in a row; API
+errors for 2 minutes).
 
 Flags:
 `
+
+// noLimitIfZero maps the CLI's 0 ("no limit") to the Go API's negative
+// (its 0 means the default).
+func noLimitIfZero(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
+}
 
 // fleetKeys are the driverConfig keys a fleet uses.
 var fleetKeys = []string{"token", "tokenFile", "region", "endpoint", "machineType", "arch", "bare", "image"}
@@ -41,6 +56,8 @@ func cmdFleet(ctx context.Context, args []string, stdout, stderr io.Writer) (int
 	size := c.fs.Int("size", 0, "VMs running at once (a ceiling: the workspace quota may allow fewer)")
 	total := c.fs.Int("total", 0, "commands to run in all (0: no limit)")
 	timeout := c.fs.Duration("timeout", 0, "limit on each command, e.g. 2h (0: none)")
+	maxFailures := c.fs.Int("max-failures", nsdriver.DefaultFleetMaxFailures, "failed runs in a row that stop launching (exit 125 once running commands finish)")
+	launchRate := c.fs.Float64("max-launch-rate", nsdriver.DefaultFleetLaunchesPerMinute, "launches a minute after a first burst of --size (0: no ceiling)")
 	var fromHost []string
 	c.fs.Func("env-from-host", "pass this shell's variable `NAME` to the command (repeatable; the value stays secret)", func(name string) error {
 		fromHost = append(fromHost, name)
@@ -48,6 +65,9 @@ func cmdFleet(ctx context.Context, args []string, stdout, stderr io.Writer) (int
 	})
 	if done, err := c.parse(args, stdout); done || err != nil {
 		return 0, err
+	}
+	if *launchRate == 0 {
+		*launchRate = -1 // the CLI's "no ceiling" is the Go API's negative
 	}
 	if c.fs.NArg() == 0 || *size < 1 {
 		return 0, usageError{"fleet needs --size N and a command: nsdriver fleet --size N [--total M] -- ARGS…\n\n" + fleetUsage + flagList(c.fs)}
@@ -73,6 +93,7 @@ func cmdFleet(ctx context.Context, args []string, stdout, stderr io.Writer) (int
 	defer tgt.close()
 	fleet, err := nsdriver.NewFleet(cfg, nsdriver.FleetOptions{
 		Size: *size, Total: *total, Script: shellJoin(c.fs.Args()), Timeout: *timeout,
+		MaxFailures: noLimitIfZero(*maxFailures), LaunchesPerMinute: *launchRate,
 		OnOutput: c.fleetOutput(stdout, stderr),
 	}, nsdriver.WithClientOptions(nsdriver.WithTokenSource(tgt.token)), nsdriver.WithLogger(c.logger(stderr, true, tgt)))
 	if err != nil {

@@ -128,3 +128,24 @@ func (b *lockedBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+// A command that fails at once stops the fleet: exit 125, with the last
+// failure's exit code and stderr in the fleet's own last lines, not an
+// endless stream of VMs.
+func TestFleetCommandThatFailsAtOnceStops(t *testing.T) {
+	emu := startEmu(t, nsemu.Options{})
+	cmd := exec.Command(binary, "fleet", "--endpoint", emu.URL(), "--token", emu.Token(), "--size", "2", "--max-failures", "2",
+		"--", "sh", "-c", "echo 'token expired' >&2; exit 1")
+	r := runCmd(t, cmd)
+	lines := strings.Split(strings.TrimSpace(r.stderr), "\n")
+	last := strings.Join(lines[max(0, len(lines)-3):], "\n")
+	if r.code != 125 || !strings.Contains(last, "2 runs in a row failed") || !strings.Contains(last, "exited 1") || !strings.Contains(last, "token expired") {
+		t.Fatalf("want exit 125 with the failure quoted in the last lines; got exit %d, last lines:\n%s\nall stderr:\n%s", r.code, last, r.stderr)
+	}
+	if n := emu.Count("CreateInstance"); n > 3 {
+		t.Fatalf("%d VMs created; want 2, or 3 with one in flight", n)
+	}
+	if !strings.Contains(r.stderr, "the command exited 1") || strings.Contains(r.stderr, "exited 0") {
+		t.Fatalf("end lines do not say exited 1:\n%s", r.stderr)
+	}
+}

@@ -56,38 +56,40 @@ func (h *humanHandler) Enabled(_ context.Context, l slog.Level) bool { return l 
 // humanTemplates render the driver's progress messages as sentences;
 // {key} is replaced by the attribute's value.
 var humanTemplates = map[string]string{
-	"creating instance":    "creating a {machineType} {arch} instance in region {region} (image {image})",
-	"instance ready":       "VM {instance} ready after {bootMs} ms",
-	"uploading bundle":     "uploading {kib} KiB ({compressedKib} KiB compressed) in {calls} call(s)",
-	"running":              "running on {instance}",
-	"instance destroyed":   "VM {instance} destroyed",
-	"cost":                 "estimated cost ${estimatedCostUsd} ({unitMinutes} unit minutes over {seconds} s)",
-	"fleet started":        "fleet {fleet}: keeping up to {size} VM(s) running",
-	"fleet VM ready":       "slot {slot}: VM {instance} ready after {bootMs} ms",
-	"fleet command ended":  "slot {slot}: VM {instance}: the command exited {exitCode}; destroyed {destroyed}; estimated cost ${estimatedCostUsd}",
-	"fleet boot failed":    "slot {slot}: VM {instance} failed to boot: {reason} ({inARow} in a row); replacing it",
-	"fleet quota":          "slot {slot}: the workspace limits the fleet ({reason}); waiting",
-	"fleet API error":      "slot {slot}: {error}; retrying",
-	"fleet command failed": "slot {slot}: VM {instance}: {error}",
+	"creating instance":       "creating a {machineType} {arch} instance in region {region} (image {image})",
+	"instance ready":          "VM {instance} ready after {bootMs} ms",
+	"uploading bundle":        "uploading {kib} KiB ({compressedKib} KiB compressed) in {calls} call(s)",
+	"running":                 "running on {instance}",
+	"instance destroyed":      "VM {instance} destroyed",
+	"cost":                    "estimated cost ${estimatedCostUsd} ({unitMinutes} unit minutes over {seconds} s)",
+	"fleet started":           "fleet {fleet}: keeping up to {size} VM(s) running",
+	"fleet VM ready":          "slot {slot}: VM {instance} ready after {bootMs} ms",
+	"fleet command ended":     "slot {slot}: VM {instance}: the command {outcome}; destroyed {destroyed}; estimated cost ${estimatedCostUsd}",
+	"fleet stopped launching": "{failedInARow} runs in a row failed: no more launches; running commands finish",
+	"fleet boot failed":       "slot {slot}: VM {instance} failed to boot: {reason} ({inARow} in a row); replacing it",
+	"fleet quota":             "slot {slot}: the workspace limits the fleet ({reason}); waiting",
+	"fleet API error":         "slot {slot}: {error}; retrying",
+	"fleet command failed":    "slot {slot}: VM {instance}: {error}",
 }
 
 // emulatorTemplates are humanTemplates for an emulator: the CLI's own, or
 // an API that said it is one (before its first answer, "creating" says
 // "instance", true of both).
 var emulatorTemplates = map[string]string{
-	"creating instance":    "creating a {machineType} {arch} emulator instance (image {image}; commands run on this machine)",
-	"instance ready":       "emulator instance {instance} ready after {bootMs} ms",
-	"uploading bundle":     "uploading {kib} KiB ({compressedKib} KiB compressed) in {calls} call(s)",
-	"running":              "running on emulator instance {instance}",
-	"instance destroyed":   "emulator instance {instance} destroyed",
-	"cost":                 "no charge: the emulator runs on this machine (on Namespace this would be about {unitMinutes} unit minutes)",
-	"fleet started":        "fleet {fleet}: keeping up to {size} emulator instance(s) running (commands run on this machine)",
-	"fleet VM ready":       "slot {slot}: emulator instance {instance} ready after {bootMs} ms",
-	"fleet command ended":  "slot {slot}: emulator instance {instance}: the command exited {exitCode}; destroyed {destroyed}; no charge",
-	"fleet boot failed":    "slot {slot}: emulator instance {instance} failed to boot: {reason} ({inARow} in a row); replacing it",
-	"fleet quota":          "slot {slot}: the emulator's quota limits the fleet ({reason}); waiting",
-	"fleet API error":      "slot {slot}: {error}; retrying",
-	"fleet command failed": "slot {slot}: emulator instance {instance}: {error}",
+	"creating instance":       "creating a {machineType} {arch} emulator instance (image {image}; commands run on this machine)",
+	"instance ready":          "emulator instance {instance} ready after {bootMs} ms",
+	"uploading bundle":        "uploading {kib} KiB ({compressedKib} KiB compressed) in {calls} call(s)",
+	"running":                 "running on emulator instance {instance}",
+	"instance destroyed":      "emulator instance {instance} destroyed",
+	"cost":                    "no charge: the emulator runs on this machine (on Namespace this would be about {unitMinutes} unit minutes)",
+	"fleet started":           "fleet {fleet}: keeping up to {size} emulator instance(s) running (commands run on this machine)",
+	"fleet VM ready":          "slot {slot}: emulator instance {instance} ready after {bootMs} ms",
+	"fleet command ended":     "slot {slot}: emulator instance {instance}: the command {outcome}; destroyed {destroyed}; no charge",
+	"fleet stopped launching": "{failedInARow} runs in a row failed: no more launches; running commands finish",
+	"fleet boot failed":       "slot {slot}: emulator instance {instance} failed to boot: {reason} ({inARow} in a row); replacing it",
+	"fleet quota":             "slot {slot}: the emulator's quota limits the fleet ({reason}); waiting",
+	"fleet API error":         "slot {slot}: {error}; retrying",
+	"fleet command failed":    "slot {slot}: emulator instance {instance}: {error}",
 }
 
 func (h *humanHandler) Handle(_ context.Context, r slog.Record) error {
