@@ -87,7 +87,7 @@ func (s *Server) prepare(ctx context.Context, req *pb.RunCommandRequest) (*insta
 		return nil, nil, connect.NewError(connect.CodeNotFound,
 			fmt.Errorf("container %q not found in instance %s", req.TargetContainerName, req.InstanceId))
 	}
-	env := append([]string{"PATH=" + ctr.path, "HOME=" + filepath.Join(ctr.dir, "home"), "TMPDIR=" + filepath.Join(ctr.dir, "tmp")}, ctr.env...)
+	env := append([]string{"PATH=" + ctr.path, "HOME=" + filepath.Join(ctr.dir, "home"), "TMPDIR=" + filepath.Join(ctr.dir, "tmp"), tagEnv(inst.dir)}, ctr.env...)
 	for _, e := range req.Command.EnvVars {
 		env = append(env, e.Name+"="+e.Value)
 	}

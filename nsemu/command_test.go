@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"reflect"
 	"strconv"
 	"strings"
@@ -237,4 +238,34 @@ func TestOutputChunkEncodingMatchesProtojson(t *testing.T) {
 			t.Fatalf("fast %s, protojson %s", fast, slow)
 		}
 	}
+}
+
+// A command that left its process group (setsid, as a detached worker
+// does) still dies with its instance.
+func TestDestroyKillsDetachedProcesses(t *testing.T) {
+	if _, err := exec.LookPath("setsid"); err != nil {
+		t.Skip("no setsid here")
+	}
+	h := start(t, Options{})
+	inst := h.running(t)
+	id := inst.Metadata.InstanceId
+	cmd := h.command(t, inst.ExtendedMetadata.CommandServiceEndpoint)
+	pidFile := t.TempDir() + "/pid"
+	if _, err := cmd.RunCommandSync(context.Background(), authed(h, &pb.RunCommandRequest{
+		InstanceId: id, TargetContainerName: "main",
+		// The call waits for the pid, written once the child has its own
+		// session: the call's group, killed when the call ends, no longer
+		// holds it.
+		Command: &pb.Command{Command: []string{"sh", "-c", "setsid sh -c 'echo $$ > " + pidFile + "; exec sleep 60' > /dev/null 2>&1 < /dev/null &\n" +
+			"while [ ! -s " + pidFile + " ]; do sleep 0.01; done"}}})); err != nil {
+		t.Fatal(err)
+	}
+	pid := readPID(t, pidFile)
+	if !alive(pid) {
+		t.Fatal("the detached command ended with its call; want it running until the instance is destroyed")
+	}
+	if _, err := h.compute.DestroyInstance(context.Background(), authed(h, &pb.DestroyInstanceRequest{InstanceId: id})); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return !alive(pid) })
 }

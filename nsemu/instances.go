@@ -389,10 +389,12 @@ func (s *Server) destroy(id string) {
 			_ = os.RemoveAll(inst.dir)
 		})
 	})
+	dir := inst.dir
 	s.mu.Unlock()
 	for _, p := range procs {
 		p.kill()
 	}
+	killTagged(dir) // what left its process group
 }
 
 func (c *computeService) ExtendInstance(ctx context.Context, req *connect.Request[pb.ExtendInstanceRequest]) (*connect.Response[pb.ExtendInstanceResponse], error) {

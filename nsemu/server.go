@@ -263,14 +263,19 @@ func (s *Server) Close() error {
 		t.Stop()
 	}
 	var procs []*process
+	var dirs []string
 	for _, inst := range s.instances {
 		for p := range inst.procs {
 			procs = append(procs, p)
 		}
+		dirs = append(dirs, inst.dir)
 	}
 	s.mu.Unlock()
 	for _, p := range procs {
 		p.kill()
+	}
+	for _, dir := range dirs {
+		killTagged(dir)
 	}
 	var err error
 	if s.http != nil {
