@@ -255,9 +255,6 @@ func (x *execution) run(ctx context.Context) (outputs []DriverOutput, err error)
 		m.Destroyed = x.d.vms.destroy(ctx, m.InstanceID)
 		// A pooled instance's idle time is paid for too.
 		m.UnitMinutes, m.EstimatedCostUSD = x.d.vms.cost(inst.created)
-		if x.d.client.Emulated() {
-			m.EstimatedCostUSD = 0 // the emulator charges nothing; unitMinutes says what Namespace would
-		}
 		x.d.logger.Info("cost", "instance", m.InstanceID, "unitMinutes", m.UnitMinutes,
 			"estimatedCostUsd", strconv.FormatFloat(m.EstimatedCostUSD, 'f', -1, 64),
 			"seconds", math.Round(time.Since(inst.created).Seconds()*1000)/1000)

@@ -216,9 +216,6 @@ func (f *Fleet) launch(ctx context.Context, stop context.CancelFunc, slot int) (
 	defer func() {
 		destroyed := f.vms.destroy(ctx, id)
 		units, usd := f.vms.cost(inst.created)
-		if f.d.client.Emulated() {
-			usd = 0
-		}
 		if ran {
 			attrs := []any{"slot", slot, "instance", id, "outcome", outcome.String()}
 			if outcome.kind == outcomeExited {

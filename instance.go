@@ -172,10 +172,14 @@ func (m *instances) renew(ctx context.Context, id string) error {
 }
 
 // cost is what an instance of the configured shape has cost from created
-// until now: unit minutes and their estimated price.
+// until now: unit minutes and their estimated price. The emulator charges
+// nothing: its price is 0, while unitMinutes says what Namespace would count.
 func (m *instances) cost(created time.Time) (unitMinutes, usd float64) {
 	vcpu, gb := m.cfg.shape()
 	unit := math.Max(float64(vcpu), float64(gb)/2) * time.Since(created).Seconds() / 60
+	if m.client != nil && m.client.Emulated() {
+		return math.Round(unit*1e6) / 1e6, 0
+	}
 	return math.Round(unit*1e6) / 1e6, math.Round(unit*costPerUnitMin*1e9) / 1e9
 }
 
