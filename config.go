@@ -12,8 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/swamp-club/nsdriver/internal/suggest"
 )
 
 // Defaults of Config (docs/config.md).
@@ -164,7 +162,7 @@ func ParseConfigJSON(b []byte) (Config, error) {
 	for _, key := range keys {
 		target, ok := fields[key]
 		if !ok {
-			if s := suggest.Closest(key, sortedKeys(fields)); s != "" {
+			if s := ClosestName(key, sortedKeys(fields)); s != "" {
 				problems.add(strconv.Quote(key), "unknown key; did you mean %q?", s)
 			} else {
 				problems.add(strconv.Quote(key), "unknown key; known keys: %s", strings.Join(sortedKeys(fields), ", "))

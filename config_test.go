@@ -160,7 +160,7 @@ func TestRootImportsOnlyStdlibAndXSync(t *testing.T) {
 		t.Fatal(helperFailure(cmd, err))
 	}
 	for _, dep := range strings.Fields(string(out)) {
-		if dep != "github.com/swamp-club/nsdriver" && !strings.HasPrefix(dep, "github.com/swamp-club/nsdriver/internal/") && !strings.HasPrefix(dep, "golang.org/x/sync/") {
+		if dep != "github.com/swamp-club/nsdriver" && !strings.HasPrefix(dep, "golang.org/x/sync/") {
 			t.Errorf("the root package depends on %s; only the standard library and golang.org/x/sync are allowed", dep)
 		}
 	}

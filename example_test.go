@@ -115,3 +115,11 @@ func ExampleNewClient() {
 	// STDOUT: Linux
 	// RUNNING 0 <nil>
 }
+
+// The "did you mean" of unknown config keys, which the CLI also uses for
+// flags and commands.
+func ExampleClosestName() {
+	keys := []string{"machineType", "maxOutputBytes", "timeout", "token"}
+	fmt.Printf("%q %q %q\n", nsdriver.ClosestName("machinType", keys), nsdriver.ClosestName("max_output_bytes", keys), nsdriver.ClosestName("zzz", keys))
+	// Output: "machineType" "maxOutputBytes" ""
+}

@@ -10,8 +10,6 @@ import (
 	"reflect"
 	"slices"
 	"strings"
-
-	"github.com/swamp-club/nsdriver/internal/suggest"
 )
 
 // ExecutionRequest is swamp's request to run one model method, as in
@@ -149,7 +147,7 @@ func ExecutionRequestWarnings(data []byte) []string {
 			continue
 		}
 		w := fmt.Sprintf("the request has an unknown key %q; it is ignored", key)
-		if s := suggest.Closest(key, known); s != "" {
+		if s := ClosestName(key, known); s != "" {
 			w += fmt.Sprintf(" (did you mean %q?)", s)
 		}
 		warnings = append(warnings, w)

@@ -8,7 +8,7 @@ import (
 	"regexp"
 	"strings"
 
-	"github.com/swamp-club/nsdriver/internal/suggest"
+	"github.com/swamp-club/nsdriver"
 )
 
 // Help and flag errors, the same for every subcommand: -h/--help prints the
@@ -52,7 +52,7 @@ func flagProblem(fs *flag.FlagSet, err error) string {
 	name = strings.TrimPrefix(name, "-")
 	var names []string
 	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
-	if s := suggest.Closest(name, names); s != "" {
+	if s := nsdriver.ClosestName(name, names); s != "" {
 		return fmt.Sprintf("unknown flag %s; did you mean %s?", dashed(name), dashed(s))
 	}
 	return fmt.Sprintf("unknown flag %s", dashed(name))

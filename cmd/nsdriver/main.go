@@ -21,7 +21,6 @@ import (
 	"time"
 
 	"github.com/swamp-club/nsdriver"
-	"github.com/swamp-club/nsdriver/internal/suggest"
 )
 
 const topUsage = `nsdriver runs swamp workloads on ephemeral Namespace VMs.
@@ -84,7 +83,7 @@ func run(ctx context.Context, args []string, stdin *os.File, stdout, stderr io.W
 		fmt.Fprint(stdout, topUsage)
 	default:
 		msg := fmt.Sprintf("unknown command %q", args[0])
-		if s := suggest.Closest(args[0], commands); s != "" {
+		if s := nsdriver.ClosestName(args[0], commands); s != "" {
 			msg += fmt.Sprintf("; did you mean %q?", s)
 		}
 		err = usageError{msg + "\n\n" + topUsage}

@@ -391,7 +391,7 @@ function describeIssue(issue: z.core.$ZodIssue): string {
   return `${issue.path.join(".") || "(config)"}: ${issue.message}`;
 }
 
-// closest is nsdriver's suggester (internal/suggest): the same letters once
+// closest is nsdriver's suggester (ClosestName, suggest.go): the same letters once
 // case, "-" and "_" are set aside, a key that starts with the name, or one
 // within a few edits; a name of one or two letters only by a unique prefix.
 function closest(name: string, candidates: string[]): string {

@@ -1,4 +1,4 @@
-package suggest
+package nsdriver
 
 import "testing"
 
@@ -25,8 +25,8 @@ func TestClosest(t *testing.T) {
 		{"q", []string{"i", "env"}, ""},
 		{"t", flags, ""}, // timeout, token, token-file: no one answer
 	} {
-		if got := Closest(tc.name, tc.candidates); got != tc.want {
-			t.Errorf("Closest(%q) = %q, want %q", tc.name, got, tc.want)
+		if got := ClosestName(tc.name, tc.candidates); got != tc.want {
+			t.Errorf("ClosestName(%q) = %q, want %q", tc.name, got, tc.want)
 		}
 	}
 }

@@ -1,16 +1,17 @@
-// Package suggest answers "did you mean": for unknown flags, commands and
-// config keys alike.
-package suggest
+package nsdriver
+
+// "Did you mean": one rule for unknown config keys, request keys, and the
+// CLI's flags and commands.
 
 import "strings"
 
-// Closest returns the candidate closest to name, or "" when none is close:
+// ClosestName returns the candidate closest to name, or "" when none is close:
 // the same letters once case, '-' and '_' are set aside (machine-type for
 // machineType), a candidate that starts with name (machine for
 // machine-type), or one within a few edits (machinType). A name of one or
 // two letters is too short to judge by edits: only the one candidate that
 // starts with it is suggested (q for quiet), never another short name.
-func Closest(name string, candidates []string) string {
+func ClosestName(name string, candidates []string) string {
 	norm := func(s string) string {
 		return strings.ToLower(strings.NewReplacer("-", "", "_", "").Replace(s))
 	}
