@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -139,11 +140,6 @@ type stored struct {
 	runLog    string            // swamp's log of the run (compared apart: it has timestamps)
 }
 
-func (r *swampRepo) run(driver string, inputs ...string) stored {
-	r.t.Helper()
-	return r.runMethod("hello", "execute", driver, inputs...)
-}
-
 func (r *swampRepo) runMethod(model, method, driver string, inputs ...string) stored {
 	r.t.Helper()
 	args := []string{"model", "method", "run", model, method, "--json"}
@@ -219,15 +215,31 @@ func TestRealSwampCommandShellMatchesRaw(t *testing.T) {
 		{`run=echo "dir=$(pwd) FOO=$FOO"; exit 3`, "workingDir=/usr", `env:json={"FOO":"bar"}`, "ignoreExitCode=true"},
 		{"run=echo out; echo bad >&2; exit 3"},
 	} {
-		raw := r.run("raw", inputs...)
-		ns := r.run("@swamp/namespace", inputs...)
-		raw.runLog, ns.runLog = "", ""
-		if !reflect.DeepEqual(raw, ns) {
-			t.Errorf("%q:\n raw stored       %+v\n namespace stored %+v", inputs, raw, ns)
-		}
+		r.sameUnderBoth(fmt.Sprintf("%q", inputs), "hello", "execute", inputs...)
 	}
+	r.nothingLeft(emu)
+}
+
+// sameUnderBoth runs a method under raw and under @swamp/namespace and
+// reports any difference in what swamp stored; it returns both.
+func (r *swampRepo) sameUnderBoth(what, model, method string, inputs ...string) (raw, ns stored) {
+	r.t.Helper()
+	raw = r.runMethod(model, method, "raw", inputs...)
+	ns = r.runMethod(model, method, "@swamp/namespace", inputs...)
+	a, b := raw, ns
+	a.runLog, b.runLog = "", "" // timestamps
+	if !reflect.DeepEqual(a, b) {
+		r.t.Errorf("%s:\n raw stored       %+v\n namespace stored %+v", what, a, b)
+	}
+	return raw, ns
+}
+
+// nothingLeft checks that no instance lives and nothing of nsdriver's is
+// left in the temp directory.
+func (r *swampRepo) nothingLeft(emu *nsemu.Server) {
+	r.t.Helper()
 	if n := len(emu.LiveInstances()); n != 0 {
-		t.Errorf("%d instances left alive", n)
+		r.t.Errorf("%d instances left alive", n)
 	}
 	r.noTempLeftovers()
 }
@@ -247,8 +259,7 @@ func TestRealSwampBundleMatchesRaw(t *testing.T) {
 	}
 	r.swamp("model", "create", "@nsdtest/parity", "p1")
 	for _, method := range []string{"write", "boom"} {
-		raw := r.runMethod("p1", method, "raw")
-		ns := r.runMethod("p1", method, "@swamp/namespace")
+		raw, ns := r.sameUnderBoth(method, "p1", method)
 		if method == "write" {
 			for driver, s := range map[string]stored{"raw": raw, "namespace": ns} {
 				if !strings.Contains(s.runLog, `writing "hello"`) || strings.Contains(s.runLog, "undefined") {
@@ -256,15 +267,8 @@ func TestRealSwampBundleMatchesRaw(t *testing.T) {
 				}
 			}
 		}
-		raw.runLog, ns.runLog = "", ""
-		if !reflect.DeepEqual(raw, ns) {
-			t.Errorf("%s:\n raw stored       %+v\n namespace stored %+v", method, raw, ns)
-		}
 	}
-	if n := len(emu.LiveInstances()); n != 0 {
-		t.Errorf("%d instances left alive", n)
-	}
-	r.noTempLeftovers()
+	r.nothingLeft(emu)
 }
 
 // swamp's catalog reads the driver from the source: its type, name and
@@ -319,7 +323,7 @@ func TestRealSwampTimeoutAndInterrupt(t *testing.T) {
 	}
 	_, _ = f.WriteString("driver: \"@swamp/namespace\"\ndriverConfig:\n  timeout: 2000\n")
 	f.Close()
-	if s := r.run("", "run=sleep 20"); s.Succeeded || !strings.Contains(s.Error, "timed out after 2000ms") {
+	if s := r.runMethod("hello", "execute", "", "run=sleep 20"); s.Succeeded || !strings.Contains(s.Error, "timed out after 2000ms") {
 		t.Fatalf("driverConfig timeout 2000: want a failure saying timed out after 2000ms, got %+v", s)
 	}
 
