@@ -197,19 +197,20 @@ function finishShell(
   if (result.status !== "success") return result;
   let stderr = typeof metadata.stderr === "string" ? metadata.stderr : "";
   let code = 0;
+  let timedOut = false;
   const at = stderr.lastIndexOf(`${plan.exitMarker} `);
   if (at >= 0) {
     const reported = stderr.slice(at + plan.exitMarker.length + 1).trim();
     stderr = stderr.slice(0, at);
-    code = reported === "timeout" ? -1 : Number(reported);
-    if (reported === "timeout") stderr = `Command timed out after ${plan.args.timeout}ms`;
+    timedOut = reported === "timeout";
+    code = timedOut ? -1 : Number(reported);
   }
-  let stdout = reportedTimeout(stderr, plan) ? "" : asLines(new TextDecoder().decode(stdoutBytes));
-  stderr = asLines(stderr);
+  // On a timeout raw keeps no output: only the error, as stderr.
+  const stdout = timedOut ? "" : asLines(new TextDecoder().decode(stdoutBytes));
+  stderr = timedOut ? `Command timed out after ${plan.args.timeout}ms` : asLines(stderr);
   if (code !== 0 && !plan.args.ignoreExitCode) {
     return { ...result, status: "error", error: `Command exited with code ${code}`, outputs: [] };
   }
-  if (!Number.isFinite(code)) stdout = "";
   const data = {
     exitCode: code,
     executedAt: new Date().toISOString(),
@@ -236,9 +237,6 @@ function finishShell(
     ],
   };
 }
-
-const reportedTimeout = (stderr: string, plan: ShellPlan) =>
-  plan.args.timeout !== undefined && stderr === `Command timed out after ${plan.args.timeout}ms`;
 
 async function execute(
   config: NamespaceDriverConfig,
