@@ -162,6 +162,11 @@ func clientMethods(t *testing.T, c *cassetteRun) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Listed once it runs: a status listed while it boots is a matter of
+	// timing, which a recording must not hold.
+	if ws, err := cl.WaitInstanceSync(ctx, &WaitInstanceRequest{InstanceID: second.InstanceID()}); err != nil || ws.Metadata.Status != StatusRunning {
+		t.Fatalf("wait sync on the second: %v %v", ws, err)
+	}
 	list := &ListInstancesRequest{MaxEntries: 1, LabelFilter: []LabelFilterEntry{{Name: "nsdriver/managed-by", Value: "nsdriver", Op: LabelFilterEqual}}}
 	all, err := cl.ListAllInstances(ctx, list)
 	if err != nil || len(all) < 2 {
