@@ -77,8 +77,10 @@ type Fleet struct {
 	// backoff and quotaWait space retries, failureBackoff launches after
 	// failed or short runs, renewEvery deadline renewals; a run shorter than
 	// shortRun backs off (tests shorten them).
-	backoff, quotaWait, failureBackoff RetryPolicy
-	renewEvery, shortRun               time.Duration
+	// refollow spaces attempts to follow a command's output again.
+	backoff, quotaWait, failureBackoff, refollow RetryPolicy
+	renewEvery, shortRun                         time.Duration
+	segmentBytes                                 int // fleetSegmentBytes
 
 	mu            sync.Mutex
 	claimed       int       // commands started or starting, toward Total
@@ -116,8 +118,10 @@ func NewFleet(cfg Config, opts FleetOptions, options ...Option) (*Fleet, error) 
 		backoff:        RetryPolicy{InitialBackoff: 2 * time.Second, MaxBackoff: 30 * time.Second},
 		quotaWait:      RetryPolicy{InitialBackoff: 5 * time.Second, MaxBackoff: time.Minute},
 		failureBackoff: RetryPolicy{InitialBackoff: time.Second, MaxBackoff: 5 * time.Minute},
+		refollow:       RetryPolicy{InitialBackoff: 500 * time.Millisecond, MaxBackoff: 5 * time.Second},
 		renewEvery:     fleetDeadline / 4,
 		shortRun:       fleetShortRun,
+		segmentBytes:   fleetSegmentBytes,
 	}
 	f.vms.cfg.Duration = DurationString(fleetDeadline)
 	// One progress line per VM start and end: the lifecycle's own lines
@@ -280,8 +284,7 @@ func (f *Fleet) run(ctx context.Context, slot int, inst *instance) runOutcome {
 	toOutput := stderr.emit
 	stderr.emit = func(line string) { tail.add(line); toOutput(line) }
 	began := time.Now()
-	rc := newRemote(f.d.client, f.logger, inst, workloadEnv(f.d.cfg.Env, nil))
-	code, err := f.d.client.RunCommand(cmdCtx, rc.endpoint, rc.request([]string{"sh", "-c", f.opts.Script}), func(s OutputStream, data []byte) {
+	code, err := f.runDetached(cmdCtx, inst, func(s OutputStream, data []byte) {
 		if s == StreamStdout {
 			stdout.write(data)
 		} else {
@@ -294,14 +297,22 @@ func (f *Fleet) run(ctx context.Context, slot int, inst *instance) runOutcome {
 	switch {
 	case ctx.Err() != nil:
 		o.kind = outcomeInterrupted
-	// The server's copy of the deadline may answer before our timer fires:
-	// timedOut tells the two apart by the clock, not by which fired first.
-	case err != nil && timedOut(cmdCtx, err):
+	// Decided by the fleet's own timer, never by which error came first.
+	case err != nil && errors.Is(cmdCtx.Err(), context.DeadlineExceeded):
 		o.kind, o.err = outcomeTimedOut, fmt.Errorf("%w after %s (the fleet's --timeout)", ErrTimeout, f.opts.Timeout)
 	case err != nil:
 		o.kind = outcomeLost
 	}
 	return o
+}
+
+// runDetached starts the command detached and follows it to its end.
+func (f *Fleet) runDetached(ctx context.Context, inst *instance, emit func(OutputStream, []byte)) (int, error) {
+	run, err := f.startDetached(ctx, inst)
+	if err != nil {
+		return 0, err
+	}
+	return f.followToEnd(ctx, inst.InstanceID(), run, emit)
 }
 
 // keepAlive renews the VM's deadline to at least fleetDeadline from now,

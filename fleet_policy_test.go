@@ -3,6 +3,8 @@ package nsdriver
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -96,28 +98,34 @@ func TestFleetPacesLaunches(t *testing.T) {
 // or interrupted — never "exited 0" for a command that did not.
 func TestFleetTrueOutcomes(t *testing.T) {
 	for _, tc := range []struct {
-		name   string
-		opts   nsemu.Options
-		fo     FleetOptions
-		cancel bool
-		want   string
+		name    string
+		fo      FleetOptions
+		cancel  bool // once the command printed "up"
+		destroy bool // the VM, from outside, once the command printed "up"
+		want    string
 	}{
-		{"exit code", nsemu.Options{}, FleetOptions{Script: "exit 3"}, false, `outcome="exited 3"`},
-		{"timeout", nsemu.Options{}, FleetOptions{Script: "sleep 30", Timeout: 300 * time.Millisecond}, false, `outcome="timed out (--timeout)"`},
-		{"lost", nsemu.Options{Faults: []nsemu.Fault{{Method: "RunCommand", CutAfter: -1, Count: -1}}}, FleetOptions{Script: "echo hi"}, false, "outcome=lost"},
-		{"interrupted", nsemu.Options{}, FleetOptions{Script: "echo up; sleep 30"}, true, "outcome=interrupted"},
+		{"exit code", FleetOptions{Script: "exit 3"}, false, false, `outcome="exited 3"`},
+		{"timeout", FleetOptions{Script: "sleep 30", Timeout: 300 * time.Millisecond}, false, false, `outcome="timed out (--timeout)"`},
+		{"lost", FleetOptions{Script: "echo up; sleep 30"}, false, true, "outcome=lost"},
+		{"interrupted", FleetOptions{Script: "echo up; sleep 30"}, true, false, "outcome=interrupted"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.fo.Size, tc.fo.Total, tc.fo.MaxFailures = 1, 1, -1
-			f, env := newFleet(t, tc.opts, tc.fo)
+			f, env := newFleet(t, nsemu.Options{}, tc.fo)
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			if tc.cancel {
+			if tc.cancel || tc.destroy {
 				go func() {
 					for !strings.Contains(env.output(), "up") && ctx.Err() == nil {
 						time.Sleep(5 * time.Millisecond)
 					}
-					cancel()
+					if tc.cancel {
+						cancel()
+						return
+					}
+					for _, id := range env.emu.LiveInstances() {
+						_ = f.d.client.DestroyInstance(ctx, &DestroyInstanceRequest{InstanceID: id})
+					}
 				}()
 			}
 			_ = f.Run(ctx)
@@ -126,5 +134,41 @@ func TestFleetTrueOutcomes(t *testing.T) {
 				t.Fatalf("want the end line to say %s (and never exited 0); logs:\n%s", tc.want, logs)
 			}
 		})
+	}
+}
+
+// A lost stream is not an ended command: with every RunCommand stream cut
+// 300 ms after it began, each line arrives exactly once, "early" while the
+// command still runs (it waits for the test to see it, after a cut), and
+// the VM lives until the command's exit status exists.
+func TestFleetFollowsAcrossStreamCuts(t *testing.T) {
+	gate := filepath.Join(t.TempDir(), "gate")
+	f, env := newFleet(t, nsemu.Options{Faults: []nsemu.Fault{{Method: "RunCommand", Count: -1, CutAfterTime: 300 * time.Millisecond}}},
+		FleetOptions{Size: 1, Total: 1, MaxFailures: -1,
+			Script: "echo early; echo warn >&2; while [ ! -e '" + gate + "' ]; do sleep 0.02; done; echo late; exit 4"})
+	f.refollow = RetryPolicy{InitialBackoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond}
+	done := make(chan error, 1)
+	go func() { done <- f.Run(context.Background()) }()
+	waitUntil(t, "early, then two cut streams", func() bool {
+		return strings.Contains(env.output(), "early") && env.emu.Count("RunCommand") >= 3
+	})
+	if len(env.emu.LiveInstances()) != 1 {
+		t.Fatalf("the VM was destroyed while its command ran: %s", env.logs)
+	}
+	if err := os.WriteFile(gate, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, l := range env.lines {
+		got = append(got, string(l.Stream)+":"+l.Line)
+	}
+	if strings.Join(got, ",") != "STDOUT:early,STDERR:warn,STDOUT:late" && strings.Join(got, ",") != "STDERR:warn,STDOUT:early,STDOUT:late" {
+		t.Fatalf("lines %q; want early, warn and late, each once", got)
+	}
+	if logs := env.logs.String(); !strings.Contains(logs, `outcome="exited 4"`) || !strings.Contains(logs, "following again") {
+		t.Fatalf("want the cut reported and the true exit; logs:\n%s", logs)
 	}
 }

@@ -109,10 +109,20 @@ func TestFleetRunsTotalCommandsOnFreshVMs(t *testing.T) {
 			t.Fatalf("the secret is in the stored spec: %s", inst.Spec)
 		}
 	}
+	starts := 0
 	for _, c := range env.emu.Commands() {
 		if strings.Contains(strings.Join(c.Argv, " "), fleetSecret) {
 			t.Fatalf("the secret is in argv %q", c.Argv)
 		}
+		// Only the call that starts a command carries its environment.
+		if len(c.Argv) > 3 && c.Argv[3] == "nsdriver-fleet" {
+			starts++
+		} else if len(c.EnvNames) != 0 {
+			t.Fatalf("a follow-up call carries variables %v: %q", c.EnvNames, c.Argv)
+		}
+	}
+	if starts != 5 {
+		t.Fatalf("%d start calls, want 5", starts)
 	}
 	if strings.Contains(out, fleetSecret) || strings.Contains(env.logs.String(), fleetSecret) {
 		t.Fatal("the secret reached the output or the logs")

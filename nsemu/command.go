@@ -148,7 +148,7 @@ func checkExecLimits(argv, env []string) error {
 // run starts the command and hands each output chunk to emit as it is read.
 // It returns the exit code (128+signal when killed). The process group dies
 // when ctx ends, the instance is destroyed, or the command exits.
-func (s *Server) run(ctx context.Context, inst *instance, cmd *exec.Cmd, emit func(chunk) error) (int, error) {
+func (s *Server) run(ctx context.Context, inst *instance, cmd *exec.Cmd, env []string, emit func(chunk) error) (int, error) {
 	outR, outW, err := os.Pipe()
 	if err != nil {
 		return 0, connect.NewError(connect.CodeInternal, err)
@@ -237,7 +237,7 @@ func (s *Server) run(ctx context.Context, inst *instance, cmd *exec.Cmd, emit fu
 	elapsed := time.Since(start)
 	code := exitCode(cmd.ProcessState, waitErr)
 	s.mu.Lock()
-	s.commands = append(s.commands, CommandRun{InstanceID: inst.meta.InstanceId, Argv0: cmd.Args[0], Argv: cmd.Args, Start: start, Duration: elapsed, ExitCode: code})
+	s.commands = append(s.commands, CommandRun{InstanceID: inst.meta.InstanceId, Argv0: cmd.Args[0], Argv: cmd.Args, EnvNames: env, Start: start, Duration: elapsed, ExitCode: code})
 	s.mu.Unlock()
 	if emitErr != nil {
 		return code, emitErr
@@ -246,6 +246,16 @@ func (s *Server) run(ctx context.Context, inst *instance, cmd *exec.Cmd, emit fu
 		return code, connect.NewError(contextCode(ctx.Err()), ctx.Err())
 	}
 	return code, nil
+}
+
+// envNames are the names of the variables a request sets (their values may
+// be secrets, and are not kept).
+func envNames(req *pb.RunCommandRequest) []string {
+	var names []string
+	for _, e := range req.GetCommand().GetEnvVars() {
+		names = append(names, e.Name)
+	}
+	return names
 }
 
 func exitCode(st *os.ProcessState, err error) int {
@@ -263,7 +273,7 @@ func (c *commandService) RunCommand(ctx context.Context, req *connect.Request[pb
 	if err != nil {
 		return err
 	}
-	code, err := c.s.run(ctx, inst, cmd, func(ch chunk) error {
+	code, err := c.s.run(ctx, inst, cmd, envNames(req.Msg), func(ch chunk) error {
 		return stream.Send(&pb.RunCommandResponse{Stream: ch.stream, Data: ch.data})
 	})
 	if err != nil {
@@ -278,7 +288,7 @@ func (c *commandService) RunCommandSync(ctx context.Context, req *connect.Reques
 		return nil, err
 	}
 	var stdout, stderr bytes.Buffer
-	code, err := c.s.run(ctx, inst, cmd, func(ch chunk) error {
+	code, err := c.s.run(ctx, inst, cmd, envNames(req.Msg), func(ch chunk) error {
 		if ch.stream == pb.RunCommandResponse_STDOUT {
 			stdout.Write(ch.data)
 		} else {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -34,6 +35,12 @@ type Fault struct {
 	// ends the stream with that error, without it drops the connection.
 	// -1 drops the connection before the first message.
 	CutAfter int
+	// CutAfterTime > 0 drops a stream's connection that long after it
+	// began, whatever it sent: a proxy or an HTTP/2 reset mid-command. A
+	// RunCommand's command dies with its stream, as on a server that sees
+	// its caller go; what the command started in a session of its own
+	// (setsid) goes on until the instance is destroyed.
+	CutAfterTime time.Duration
 	// Drop closes the connection without handling the call (a unary or a
 	// stream): the client sees a connection reset, the server did nothing.
 	Drop bool
@@ -138,6 +145,9 @@ func (g *hijackGuard) Unwrap() http.ResponseWriter { return g.ResponseWriter }
 // client sees as a stream cut mid-way. It also notes the instance id.
 type cuttingConn struct {
 	connect.StreamingHandlerConn
+	mu         sync.Mutex // a timed cut races the handler's sends
+	finished   bool       // the handler returned: too late to cut
+	cancel     context.CancelFunc
 	w          http.ResponseWriter
 	failWith   error // nil: drop the connection
 	cutAfter   int   // -1: never
@@ -155,6 +165,11 @@ func (c *cuttingConn) Receive(msg any) error {
 }
 
 func (c *cuttingConn) Send(msg any) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.wasCut {
+		return connect.NewError(connect.CodeUnavailable, errors.New("nsemu: connection cut by an injected fault"))
+	}
 	if c.cutAfter >= 0 && c.sent >= c.cutAfter {
 		return c.cut()
 	}
@@ -162,8 +177,19 @@ func (c *cuttingConn) Send(msg any) error {
 	return c.StreamingHandlerConn.Send(msg)
 }
 
+// cutNow cuts the stream from outside the handler (a timed cut) and ends
+// the handler's context, as a server does when its caller goes.
+func (c *cuttingConn) cutNow() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.wasCut && !c.finished {
+		_ = c.cut()
+	}
+	c.cancel()
+}
+
 // cut flushes what was sent and closes the connection without the end of
-// the stream.
+// the stream; callers hold c.mu or own c alone.
 func (c *cuttingConn) cut() error {
 	c.wasCut = true
 	if c.failWith != nil {

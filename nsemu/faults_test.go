@@ -2,6 +2,10 @@ package nsemu
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -98,4 +102,50 @@ func TestFaultDropAndMidStreamError(t *testing.T) {
 	if n != 1 || code(stream.Err()) != connect.CodeInternal || !strings.Contains(stream.Err().Error(), "mid-stream failure") {
 		t.Fatalf("%d messages, err %v; want one, then internal", n, stream.Err())
 	}
+}
+
+// A timed cut drops a stream that sends nothing; the command on it dies
+// with it, while what it started in a session of its own goes on until the
+// instance is destroyed.
+func TestFaultTimedCut(t *testing.T) {
+	h := start(t, Options{Faults: []Fault{{Method: "RunCommand", Count: -1, CutAfterTime: 200 * time.Millisecond}}})
+	ctx := context.Background()
+	inst := h.running(t)
+	dir := t.TempDir()
+	marker, pidFile := filepath.Join(dir, "alive"), filepath.Join(dir, "pid")
+	stream, err := h.command(t, inst.ExtendedMetadata.CommandServiceEndpoint).RunCommand(ctx, authed(h, &pb.RunCommandRequest{
+		InstanceId: inst.Metadata.InstanceId, TargetContainerName: "main",
+		Command: &pb.Command{Command: []string{"sh", "-c",
+			"setsid sh -c 'echo $$ >" + pidFile + "; while :; do touch " + marker + "; sleep 0.05; done' </dev/null >/dev/null 2>&1 & sleep 30"}}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for stream.Receive() {
+		t.Fatal("the command printed nothing, yet a message came")
+	}
+	if stream.Err() == nil {
+		t.Fatal("want the stream cut, but it ended cleanly")
+	}
+	// The detached loop still runs: the marker is renewed after the cut.
+	_ = os.Remove(marker)
+	waitFor(t, func() bool { _, err := os.Stat(marker); return err == nil })
+	b, _ := os.ReadFile(pidFile)
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.compute.DestroyInstance(ctx, authed(h, &pb.DestroyInstanceRequest{InstanceId: inst.Metadata.InstanceId})); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return !processRuns(pid) })
+}
+
+// processRuns reports whether pid is a live process (not a zombie).
+func processRuns(pid int) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	_, after, _ := strings.Cut(string(stat), ") ")
+	return !strings.HasPrefix(after, "Z") && !strings.HasPrefix(after, "X")
 }

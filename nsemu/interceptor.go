@@ -105,19 +105,28 @@ func (i *interceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) co
 		if err != nil {
 			return err
 		}
-		wrapped := &cuttingConn{StreamingHandlerConn: conn, cutAfter: -1}
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		wrapped := &cuttingConn{StreamingHandlerConn: conn, cutAfter: -1, cancel: cancel}
+		wrapped.w, _ = ctx.Value(responseWriterKey{}).(http.ResponseWriter)
 		if fault != nil && fault.CutAfter != 0 {
 			wrapped.cutAfter = max(fault.CutAfter, 0)
-			wrapped.w, _ = ctx.Value(responseWriterKey{}).(http.ResponseWriter)
 			if fault.Code != 0 {
 				wrapped.failWith = fault.err()
 			}
+		}
+		if fault != nil && fault.CutAfterTime > 0 {
+			timer := time.AfterFunc(fault.CutAfterTime, wrapped.cutNow)
+			defer timer.Stop()
 		}
 		if wrapped.cutAfter == 0 {
 			err = wrapped.cut()
 		} else {
 			err = next(ctx, wrapped)
 		}
+		wrapped.mu.Lock()
+		defer wrapped.mu.Unlock()
+		wrapped.finished = true
 		if wrapped.cutAfter >= 0 && !wrapped.wasCut {
 			// The handler finished within the allowance: still drop the
 			// connection instead of ending the stream.

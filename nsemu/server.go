@@ -126,7 +126,9 @@ type CommandRun struct {
 	InstanceID string
 	Argv0      string
 	// Argv is the whole command line, as the process saw it.
-	Argv     []string
+	Argv []string
+	// EnvNames are the variables the request set, by name only.
+	EnvNames []string
 	Start    time.Time
 	Duration time.Duration
 	ExitCode int
