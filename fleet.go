@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -32,11 +33,29 @@ const (
 // failing to boot, or the API keeps failing).
 var ErrFleetFailed = errors.New("the fleet cannot work")
 
-// FleetOptions say what a Fleet keeps running.
+// FleetOptions say what a Fleet keeps running: Size VMs, or, on demand,
+// between Min and Max as Demand says.
 type FleetOptions struct {
 	// Size is how many VMs run at once: a ceiling, since the workspace's
-	// quota may allow fewer for a while.
+	// quota may allow fewer for a while. It is Min = Max = Size, without a
+	// Demand; set either Size or Max.
 	Size int
+	// Min is how many VMs are kept alive at least, Max how many at most.
+	Min, Max int
+	// Demand, when set, says how many jobs wait for a worker; it is asked
+	// every Poll (default DefaultFleetPoll), never twice at once, and its
+	// ctx ends after DemandTimeout (default DefaultFleetDemandTimeout). The
+	// fleet launches a VM for each waiting job that no launched VM covers
+	// (see Ready). An error means no new demand: running VMs go on.
+	Demand        func(ctx context.Context) (int, error)
+	Poll          time.Duration
+	DemandTimeout time.Duration
+	// Ready matches the output line by which a command says it is ready
+	// for work (for swamp, the worker's enrollment line). A VM covers one
+	// waiting job from its launch until then, or until StartGrace (default
+	// DefaultFleetStartGrace) passed.
+	Ready      *regexp.Regexp
+	StartGrace time.Duration
 	// Total is how many commands run in all; 0 means no limit.
 	Total int
 	// Script is the command, run with `sh -c` in each VM. The Config's Env
@@ -82,7 +101,12 @@ type Fleet struct {
 	renewEvery, shortRun                         time.Duration
 	segmentBytes                                 int // fleetSegmentBytes
 
+	min, max int // Size, or Min and Max
+
 	mu            sync.Mutex
+	alive         map[*fleetVM]struct{}
+	waiting       int       // the last demand
+	sampledAt     time.Time // when the last demand was asked
 	claimed       int       // commands started or starting, toward Total
 	bootFailures  int       // in a row
 	apiErrSince   time.Time // zero: the last call worked
@@ -98,9 +122,21 @@ type Fleet struct {
 // NewFleet validates cfg and opts and returns a Fleet; nothing starts
 // until Run. cfg's timeout, duration and warmPool do not apply.
 func NewFleet(cfg Config, opts FleetOptions, options ...Option) (*Fleet, error) {
+	lo, hi := opts.Min, opts.Max
+	if opts.Size != 0 {
+		lo, hi = opts.Size, opts.Size
+	}
 	switch {
-	case opts.Size < 1:
-		return nil, fmt.Errorf("%w: a fleet needs a size of at least 1", ErrInvalidRequest)
+	case opts.Size != 0 && (opts.Min != 0 || opts.Max != 0 || opts.Demand != nil):
+		return nil, fmt.Errorf("%w: a fleet has a fixed Size or, with a Demand, a Min and Max; not both", ErrInvalidRequest)
+	case opts.Size < 0 || lo < 0:
+		return nil, fmt.Errorf("%w: a fleet's size and minimum must not be negative", ErrInvalidRequest)
+	case opts.Demand == nil && opts.Size == 0:
+		return nil, fmt.Errorf("%w: a fleet needs a size of at least 1, or a maximum and a demand", ErrInvalidRequest)
+	case hi < 1:
+		return nil, fmt.Errorf("%w: a fleet on demand needs a maximum of at least 1", ErrInvalidRequest)
+	case lo > hi:
+		return nil, fmt.Errorf("%w: a fleet's minimum (%d) is above its maximum (%d)", ErrInvalidRequest, lo, hi)
 	case opts.Total < 0:
 		return nil, fmt.Errorf("%w: a fleet's total must not be negative", ErrInvalidRequest)
 	case strings.TrimSpace(opts.Script) == "":
@@ -114,7 +150,7 @@ func NewFleet(cfg Config, opts FleetOptions, options ...Option) (*Fleet, error) 
 	if err != nil {
 		return nil, err
 	}
-	f := &Fleet{d: d, vms: *d.vms, opts: opts, id: d.vms.newID(), logger: d.logger,
+	f := &Fleet{d: d, vms: *d.vms, opts: opts, id: d.vms.newID(), logger: d.logger, min: lo, max: hi, alive: map[*fleetVM]struct{}{},
 		backoff:        RetryPolicy{InitialBackoff: 2 * time.Second, MaxBackoff: 30 * time.Second},
 		quotaWait:      RetryPolicy{InitialBackoff: 5 * time.Second, MaxBackoff: time.Minute},
 		failureBackoff: RetryPolicy{InitialBackoff: time.Second, MaxBackoff: 5 * time.Minute},
@@ -142,12 +178,12 @@ func (f *Fleet) Emulated() bool { return f.d.Emulated() }
 func (f *Fleet) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	f.logger.Info("fleet started", "fleet", f.id, "size", f.opts.Size, "total", f.opts.Total)
-	var wg sync.WaitGroup
-	for slot := 1; slot <= f.opts.Size; slot++ {
-		wg.Go(func() { f.slot(ctx, cancel, slot) })
+	attrs := []any{"fleet", f.id, "min", f.min, "max", f.max, "total", f.opts.Total}
+	if f.opts.Demand != nil {
+		attrs = append(attrs, "onDemand", true)
 	}
-	wg.Wait()
+	f.logger.Info("fleet started", attrs...)
+	f.reconcile(ctx, cancel)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	switch {
@@ -159,48 +195,11 @@ func (f *Fleet) Run(ctx context.Context) error {
 	return nil
 }
 
-// slot keeps one VM running the command, one after another.
-func (f *Fleet) slot(ctx context.Context, stop context.CancelFunc, slot int) {
-	for attempt := 0; ctx.Err() == nil; {
-		if !f.claim() {
-			return
-		}
-		if !f.awaitLaunch(ctx) {
-			f.unclaim()
-			return
-		}
-		ran, wait := f.launch(ctx, stop, slot)
-		if ran {
-			attempt = 0
-			continue
-		}
-		f.unclaim()
-		if !sleepCtx(ctx, wait.backoff(attempt)) {
-			return
-		}
-		attempt++
-	}
-}
-
-func (f *Fleet) claim() bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.stopLaunching || (f.opts.Total > 0 && f.claimed >= f.opts.Total) {
-		return false
-	}
-	f.claimed++
-	return true
-}
-
-func (f *Fleet) unclaim() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.claimed--
-}
-
 // launch runs the command once on a fresh VM. It reports whether the
 // command ran; if not, the policy for waiting before the next try.
-func (f *Fleet) launch(ctx context.Context, stop context.CancelFunc, slot int) (ran bool, wait RetryPolicy) {
+func (f *Fleet) launch(ctx context.Context, stop context.CancelFunc, vm *fleetVM, wake func()) (ran bool, wait RetryPolicy) {
+	slot := vm.slot
+	f.markCreated(vm)
 	inst, err := f.vms.create(ctx, f.d.cfg.Image, []Label{{Name: labelPrefix + "fleet", Value: f.id}})
 	if err != nil {
 		if ctx.Err() != nil {
@@ -244,7 +243,7 @@ func (f *Fleet) launch(ctx context.Context, stop context.CancelFunc, slot int) (
 	}
 	f.bootOK()
 	f.logger.Info("fleet VM ready", "slot", slot, "instance", id, "bootMs", time.Since(began).Milliseconds())
-	outcome = f.run(ctx, slot, inst)
+	outcome = f.run(ctx, vm, inst, wake)
 	if outcome.kind == outcomeLost || outcome.kind == outcomeTimedOut {
 		f.logger.Warn("fleet command failed", "slot", slot, "instance", id, "error", UserMessage(outcome.err))
 	}
@@ -254,7 +253,8 @@ func (f *Fleet) launch(ctx context.Context, stop context.CancelFunc, slot int) (
 
 // run runs the command in inst, streaming its lines, while the VM's
 // deadline is renewed beside it, and says how it ended.
-func (f *Fleet) run(ctx context.Context, slot int, inst *instance) runOutcome {
+func (f *Fleet) run(ctx context.Context, vm *fleetVM, inst *instance, wake func()) runOutcome {
+	slot := vm.slot
 	cmdCtx := ctx
 	if f.opts.Timeout > 0 {
 		var cancel context.CancelFunc
@@ -272,8 +272,13 @@ func (f *Fleet) run(ctx context.Context, slot int, inst *instance) runOutcome {
 		<-renewed
 	}()
 	id := inst.InstanceID()
+	began := time.Now()
 	emit := func(s OutputStream) *lineSplitter {
 		return &lineSplitter{max: maxLineBytes, emit: func(line string) {
+			if f.opts.Ready != nil && f.opts.Ready.MatchString(line) && f.markReady(vm) {
+				f.logger.Info("fleet command ready", "slot", slot, "instance", id, "readyMs", time.Since(began).Milliseconds())
+				wake()
+			}
 			if f.opts.OnOutput != nil {
 				f.opts.OnOutput(FleetOutput{Slot: slot, Instance: id, Stream: s, Line: line})
 			}
@@ -283,7 +288,6 @@ func (f *Fleet) run(ctx context.Context, slot int, inst *instance) runOutcome {
 	tail := &tailLines{n: fleetStderrTail}
 	toOutput := stderr.emit
 	stderr.emit = func(line string) { tail.add(line); toOutput(line) }
-	began := time.Now()
 	code, err := f.runDetached(cmdCtx, inst, func(s OutputStream, data []byte) {
 		if s == StreamStdout {
 			stdout.write(data)

@@ -76,7 +76,7 @@ func (f *Fleet) awaitLaunch(ctx context.Context) bool {
 	now, at := time.Now(), time.Now()
 	if interval := f.launchInterval(); interval > 0 {
 		due := later(now, f.paceDue)
-		at = later(now, due.Add(-time.Duration(f.opts.Size-1)*interval))
+		at = later(now, due.Add(-time.Duration(f.max-1)*interval))
 		f.paceDue = due.Add(interval)
 	}
 	f.mu.Unlock()

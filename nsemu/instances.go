@@ -161,6 +161,13 @@ func (c *computeService) CreateInstance(ctx context.Context, req *connect.Reques
 	}
 	s.instances[id] = inst
 	s.order = append(s.order, id)
+	live := 0
+	for _, other := range s.instances {
+		if !gone(other.meta.Status) {
+			live++
+		}
+	}
+	s.peakLive = max(s.peakLive, live)
 	s.boots++
 	failure := s.bootFailure(req.Msg.Containers, inst.containers, s.matchFault("Boot", s.boots))
 	s.afterFunc(0, func() {

@@ -106,6 +106,7 @@ type Server struct {
 	timers    map[*time.Timer]struct{}
 	faults    []Fault
 	counts    map[string]int
+	peakLive  int // the most instances alive at once
 	issued    map[string]time.Time // tenant tokens issued by the session exchange, with their expiry
 	certPEM   []byte               // the certificate, when serving TLS
 	calls     []Call
@@ -345,6 +346,14 @@ func (s *Server) Count(method string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.counts[method]
+}
+
+// PeakLive is the most instances that were alive (neither destroying nor
+// destroyed) at once, counted when each was created.
+func (s *Server) PeakLive() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.peakLive
 }
 
 // ResetLogs clears the call log, the command log and the counters.
