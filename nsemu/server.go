@@ -106,7 +106,7 @@ type Server struct {
 	timers    map[*time.Timer]struct{}
 	faults    []Fault
 	counts    map[string]int
-	peakLive  int // the most instances alive at once
+	peakLive  int                  // the most instances alive at once
 	issued    map[string]time.Time // tenant tokens issued by the session exchange, with their expiry
 	certPEM   []byte               // the certificate, when serving TLS
 	calls     []Call
