@@ -178,11 +178,11 @@ func (f *Fleet) Emulated() bool { return f.d.Emulated() }
 func (f *Fleet) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	attrs := []any{"fleet", f.id, "min", f.min, "max", f.max, "total", f.opts.Total}
 	if f.opts.Demand != nil {
-		attrs = append(attrs, "onDemand", true)
+		f.logger.Info("fleet started on demand", "fleet", f.id, "min", f.min, "max", f.max, "total", f.opts.Total)
+	} else {
+		f.logger.Info("fleet started", "fleet", f.id, "size", f.max, "total", f.opts.Total)
 	}
-	f.logger.Info("fleet started", attrs...)
 	f.reconcile(ctx, cancel)
 	f.mu.Lock()
 	defer f.mu.Unlock()

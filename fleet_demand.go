@@ -158,7 +158,7 @@ func (f *Fleet) pollDemand(ctx context.Context, wake func()) {
 		}
 		switch {
 		case err != nil && !failing:
-			f.logger.Warn("fleet demand unknown: launching nothing new until it answers; running VMs go on", "error", err)
+			f.logger.Warn("fleet demand failed", "error", err)
 		case err == nil && failing:
 			f.logger.Info("fleet demand answers again")
 		}

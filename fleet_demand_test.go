@@ -171,7 +171,7 @@ func TestFleetOnDemandFailingDemand(t *testing.T) {
 	failing.Store(false)
 	waitUntil(t, "one VM", func() bool { return df.emu.Count("CreateInstance") == 1 })
 	logs := df.logs.String()
-	if strings.Count(logs, "fleet demand unknown") != 1 || !strings.Contains(logs, "swamp is not answering") || !strings.Contains(logs, "fleet demand answers again") {
+	if strings.Count(logs, "fleet demand failed") != 1 || !strings.Contains(logs, "swamp is not answering") || !strings.Contains(logs, "fleet demand answers again") {
 		t.Fatalf("want the failure reported once and its end; logs:\n%s", logs)
 	}
 	_ = os.WriteFile(df.gate, nil, 0o600)

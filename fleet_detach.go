@@ -283,7 +283,7 @@ func (f *Fleet) followToEnd(ctx context.Context, id string, run *detachedRun, em
 		if time.Since(failingSince) >= fleetMaxAPIErrors {
 			return 0, fmt.Errorf("the command's output could not be followed for %s: %w", fleetMaxAPIErrors, err)
 		}
-		f.logger.Warn("fleet: lost a command's output stream; the command goes on, following again", "instance", id, "error", UserMessage(err))
+		f.logger.Warn("fleet output stream lost", "instance", id, "error", UserMessage(err))
 		if !sleepCtx(ctx, f.refollow.backoff(attempt)) {
 			return 0, ctx.Err()
 		}

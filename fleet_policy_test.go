@@ -168,7 +168,7 @@ func TestFleetFollowsAcrossStreamCuts(t *testing.T) {
 	if strings.Join(got, ",") != "STDOUT:early,STDERR:warn,STDOUT:late" && strings.Join(got, ",") != "STDERR:warn,STDOUT:early,STDOUT:late" {
 		t.Fatalf("lines %q; want early, warn and late, each once", got)
 	}
-	if logs := env.logs.String(); !strings.Contains(logs, `outcome="exited 4"`) || !strings.Contains(logs, "following again") {
+	if logs := env.logs.String(); !strings.Contains(logs, `outcome="exited 4"`) || !strings.Contains(logs, "fleet output stream lost") {
 		t.Fatalf("want the cut reported and the true exit; logs:\n%s", logs)
 	}
 }

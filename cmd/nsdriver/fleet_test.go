@@ -149,3 +149,87 @@ func TestFleetCommandThatFailsAtOnceStops(t *testing.T) {
 		t.Fatalf("end lines do not say exited 1:\n%s", r.stderr)
 	}
 }
+
+// --max 3 --demand "cat FILE": nothing while FILE says 0, at most 3 alive
+// while it says 5, none again once it says 0 and the workers left; the
+// fleet keeps running until SIGTERM (exit 130).
+func TestFleetOnDemandCLI(t *testing.T) {
+	emu := startEmu(t, nsemu.Options{})
+	dir := t.TempDir()
+	file, polls, gate := filepath.Join(dir, "waiting"), filepath.Join(dir, "polls"), filepath.Join(dir, "gate")
+	write := func(s string) {
+		if err := os.WriteFile(file, []byte(s+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pollCount := func() int { b, _ := os.ReadFile(polls); return len(b) }
+	waitPolls := func(n int) {
+		target := pollCount() + n
+		for end := time.Now().Add(time.Minute); pollCount() < target; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(end) {
+				t.Fatal("the demand command stopped running")
+			}
+		}
+	}
+	write("0")
+	cmd := exec.Command(binary, "fleet", "--endpoint", emu.URL(), "--token", emu.Token(), "--max", "3", "--poll", "50ms",
+		"--demand", "printf x >>'"+polls+"'; cat '"+file+"'", "--max-failures", "0",
+		"--", "sh", "-c", "echo up; while [ ! -e '"+gate+"' ]; do sleep 0.02; done")
+	stderr := &lockedBuffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	waitPolls(5)
+	if n := emu.Count("CreateInstance"); n != 0 {
+		t.Fatalf("%d VMs with nothing waiting", n)
+	}
+	write("5")
+	for end := time.Now().Add(time.Minute); strings.Count(stderr.String(), "ready after") < 3; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("three VMs never ran:\n%s", stderr)
+		}
+	}
+	waitPolls(5)
+	write("0")
+	if err := os.WriteFile(gate, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for end := time.Now().Add(time.Minute); strings.Count(stderr.String(), "the command exited 0") < 3; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("the workers never left:\n%s", stderr)
+		}
+	}
+	waitPolls(5)
+	if peak, live, created := emu.PeakLive(), len(emu.LiveInstances()), emu.Count("CreateInstance"); peak != 3 || live != 0 || created != 3 {
+		t.Fatalf("peak %d, live %d, created %d; want 3, 0, 3:\n%s", peak, live, created, stderr)
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	err := cmd.Wait()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 130 {
+		t.Fatalf("exit %v after SIGTERM: %s", err, stderr)
+	}
+	if !strings.Contains(stderr.String(), "demand: 5 job(s) waiting") {
+		t.Fatalf("no demand progress line:\n%s", stderr)
+	}
+}
+
+func TestFleetOnDemandUsageErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--size", "2", "--demand", "echo 1"}, "--demand goes with --max N"},
+		{[]string{"--demand", "echo 1"}, "--demand goes with --max N"},
+		{[]string{"--size", "2", "--poll", "1s"}, "--poll goes with --demand"},
+		{[]string{"--max", "2"}, "--max goes with --demand"},
+		{[]string{"--max", "2", "--demand", "echo 1", "--ready", "("}, "is not a regular expression"},
+		{[]string{"--max", "2", "--min", "3", "--demand", "echo 1"}, "minimum (3) is above its maximum (2)"},
+	} {
+		r := nsd(t, "", append(append([]string{"fleet", "--emulator"}, tc.args...), "--", "true")...)
+		if r.code != 2 || !strings.Contains(r.stderr, tc.want) {
+			t.Errorf("%v: want exit 2 and %q; got %d: %s", tc.args, tc.want, r.code, r.stderr)
+		}
+	}
+}

@@ -29,6 +29,8 @@ Usage:
   nsdriver run [flags] -- ARGS…         run a shell command in a fresh VM
   nsdriver exec [flags] [FILE|-]        run an ExecutionRequest; print the result JSON
   nsdriver fleet --size N [flags] -- ARGS…  keep N VMs each running the command once
+  nsdriver fleet --max N --demand CMD [flags] -- ARGS…  start VMs as work waits
+  nsdriver swamp-demand [flags]         count swamp steps waiting for a fleet's workers
   nsdriver cleanup [flags]              destroy leftover nsdriver instances
   nsdriver emulator [flags]             serve the local emulator; print export lines
   nsdriver schema                       print the driverConfig JSON schema
@@ -37,7 +39,7 @@ Usage:
 Run 'nsdriver <command> --help' for a command's flags.
 `
 
-var commands = []string{"run", "exec", "fleet", "cleanup", "emulator", "schema", "version", "help"}
+var commands = []string{"run", "exec", "fleet", "swamp-demand", "cleanup", "emulator", "schema", "version", "help"}
 
 // Exit codes (docs/cli.md).
 const (
@@ -73,6 +75,8 @@ func run(ctx context.Context, args []string, stdin *os.File, stdout, stderr io.W
 		code, err = cmdCleanup(ctx, args[1:], stdout, stderr)
 	case "fleet":
 		code, err = cmdFleet(ctx, args[1:], stdout, stderr)
+	case "swamp-demand":
+		err = cmdSwampDemand(ctx, args[1:], stdout)
 	case "emulator":
 		err = cmdEmulator(ctx, args[1:], stdout, stderr)
 	case "schema":
