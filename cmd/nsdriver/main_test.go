@@ -42,7 +42,7 @@ func TestMain(m *testing.M) {
 }
 
 // startEmu starts an emulator in this process, closed when the test ends.
-func startEmu(t *testing.T, opts nsemu.Options) *nsemu.Server {
+func startEmu(t testing.TB, opts nsemu.Options) *nsemu.Server {
 	t.Helper()
 	emu, err := nsemu.Start(opts)
 	if err != nil {
@@ -69,7 +69,7 @@ func nsd(t *testing.T, stdin string, args ...string) result {
 }
 
 // runCmd runs cmd and collects its output and exit code.
-func runCmd(t *testing.T, cmd *exec.Cmd) result {
+func runCmd(t testing.TB, cmd *exec.Cmd) result {
 	t.Helper()
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

@@ -20,7 +20,7 @@ import (
 // real `swamp worker connect` on nsemu.
 
 type orchestrator struct {
-	t        *testing.T
+	t        testing.TB
 	launcher string
 	dir      string
 	env      []string
@@ -29,7 +29,7 @@ type orchestrator struct {
 	serveLog *lockedBuffer
 }
 
-func newOrchestrator(t *testing.T, models []string, workflows map[string]string) *orchestrator {
+func newOrchestrator(t testing.TB, models []string, workflows map[string]string) *orchestrator {
 	t.Helper()
 	launcher := os.Getenv("NSDRIVER_SWAMP")
 	if launcher == "" {
@@ -123,7 +123,7 @@ func (o *orchestrator) startWorkflow(name string) *workflowRun {
 
 // stepStatuses waits for the run's end and returns each step's status by
 // name.
-func (w *workflowRun) stepStatuses(t *testing.T) map[string]string {
+func (w *workflowRun) stepStatuses(t testing.TB) map[string]string {
 	t.Helper()
 	select {
 	case <-w.done:

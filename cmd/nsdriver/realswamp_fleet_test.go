@@ -177,7 +177,7 @@ func jsonLines(s string) []jsonLine {
 	return out
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	for end := time.Now().Add(3 * time.Minute); !cond(); time.Sleep(200 * time.Millisecond) {
 		if time.Now().After(end) {
@@ -229,5 +229,39 @@ func watchFilesFor(t *testing.T, dir, secret string) func() []string {
 			paths = append(paths, p)
 		}
 		return paths
+	}
+}
+
+// A real worker whose enrollment token is refused exits at once: the fleet
+// stops after --max-failures such runs, exits 125 and names the likely
+// causes in its last lines, instead of relaunching forever.
+func TestRealSwampFleetRefusedTokenStops(t *testing.T) {
+	if testing.Short() {
+		t.Skip("real swamp: not in -short")
+	}
+	o := newOrchestrator(t, nil, nil)
+	emu := startEmu(t, nsemu.Options{DefaultPath: o.imagePath()})
+	o.token = "nsdriver-fleet.0000000000000000000000000000000000000000000000000000000000000000"
+	args := []string{"fleet", "--endpoint", emu.URL(), "--token", emu.Token(), "--size", "1", "--max-failures", "2",
+		"--env-from-host", "SWAMP_WORKER_TOKEN", "--env", "SWAMP_ORCHESTRATOR_URL=" + o.url, "--env", "NO_COLOR=1"}
+	if deno := os.Getenv("NSDRIVER_DENO"); deno != "" {
+		args = append(args, "--env", "NSDRIVER_DENO="+deno)
+	}
+	fleet, _, stderr := o.startFleet(append(args, "--", "swamp", "worker", "connect", "--max-dispatches", "1", "--idle-timeout", "30s"))
+	done := make(chan struct{})
+	go func() { _ = fleet.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(3 * time.Minute):
+		t.Fatalf("the fleet did not stop:\n%s", stderr)
+	}
+	lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+	last := strings.Join(lines[max(0, len(lines)-12):], "\n")
+	if fleet.ProcessState.ExitCode() != 125 || !strings.Contains(last, "2 runs in a row failed") ||
+		!strings.Contains(last, "exited 1") || !strings.Contains(last, "enrollment token expired or was used up") {
+		t.Fatalf("want exit 125 quoting the failure and the likely causes; got %d, last lines:\n%s", fleet.ProcessState.ExitCode(), last)
+	}
+	if n := emu.Count("CreateInstance"); n > 3 {
+		t.Fatalf("%d VMs for a worker that cannot enroll", n)
 	}
 }
