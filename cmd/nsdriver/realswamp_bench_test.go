@@ -3,8 +3,8 @@ package main
 import (
 	"encoding/json"
 	"os"
-	"strconv"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
