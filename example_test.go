@@ -2,9 +2,15 @@ package nsdriver_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
+	"log/slog"
+	"regexp"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/swamp-club/nsdriver"
 	"github.com/swamp-club/nsdriver/nsemu"
@@ -122,4 +128,65 @@ func ExampleClosestName() {
 	keys := []string{"machineType", "maxOutputBytes", "timeout", "token"}
 	fmt.Printf("%q %q %q\n", nsdriver.ClosestName("machinType", keys), nsdriver.ClosestName("max_output_bytes", keys), nsdriver.ClosestName("zzz", keys))
 	// Output: "machineType" "maxOutputBytes" ""
+}
+
+// Keep workers running on fresh VMs: here two VMs at a time run the
+// command, four times in all. The token reaches the command in its
+// environment only.
+func ExampleNewFleet() {
+	emu, err := nsemu.Start(nsemu.Options{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer emu.Close()
+
+	var mu sync.Mutex
+	lines := 0
+	fleet, err := nsdriver.NewFleet(nsdriver.Config{Endpoint: emu.URL(), Token: emu.Token(), Env: map[string]string{"WORKER_TOKEN": "a secret"}},
+		nsdriver.FleetOptions{Size: 2, Total: 4, Script: `test -n "$WORKER_TOKEN" && echo worked`,
+			OnOutput: func(o nsdriver.FleetOutput) { mu.Lock(); lines++; mu.Unlock() }},
+		nsdriver.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := fleet.Run(context.Background()); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(lines, "lines from", len(emu.Instances()), "VMs; alive now:", len(emu.LiveInstances()))
+	// Output: 4 lines from 4 VMs; alive now: 0
+}
+
+// Start workers as jobs wait: Demand says how many wait, and a VM covers
+// one of them from its launch until its worker prints the Ready line.
+// Here one job waits until a worker has said it is ready.
+func ExampleNewFleet_onDemand() {
+	emu, err := nsemu.Start(nsemu.Options{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer emu.Close()
+
+	ctx, stop := context.WithCancel(context.Background())
+	var taken atomic.Bool
+	fleet, err := nsdriver.NewFleet(nsdriver.Config{Endpoint: emu.URL(), Token: emu.Token()}, nsdriver.FleetOptions{
+		Max: 3, Poll: 50 * time.Millisecond, Script: "sleep 0.2; echo enrolled; sleep 0.2",
+		Demand: func(context.Context) (int, error) {
+			if taken.Load() {
+				return 0, nil
+			}
+			return 1, nil
+		},
+		Ready: regexp.MustCompile(`^enrolled$`),
+		OnOutput: func(o nsdriver.FleetOutput) {
+			if o.Line == "enrolled" && !taken.Swap(true) {
+				time.AfterFunc(time.Second, stop) // a while with nothing waiting, then stop
+			}
+		},
+	}, nsdriver.WithLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		log.Fatal(err)
+	}
+	err = fleet.Run(ctx)
+	fmt.Println(errors.Is(err, context.Canceled), "VMs started:", len(emu.Instances()))
+	// Output: true VMs started: 1
 }

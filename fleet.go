@@ -99,7 +99,6 @@ type Fleet struct {
 	// refollow spaces attempts to follow a command's output again.
 	backoff, quotaWait, failureBackoff, refollow RetryPolicy
 	renewEvery, shortRun                         time.Duration
-	segmentBytes                                 int // fleetSegmentBytes
 
 	min, max int // Size, or Min and Max
 
@@ -157,7 +156,6 @@ func NewFleet(cfg Config, opts FleetOptions, options ...Option) (*Fleet, error) 
 		refollow:       RetryPolicy{InitialBackoff: 500 * time.Millisecond, MaxBackoff: 5 * time.Second},
 		renewEvery:     fleetDeadline / 4,
 		shortRun:       fleetShortRun,
-		segmentBytes:   fleetSegmentBytes,
 	}
 	f.vms.cfg.Duration = DurationString(fleetDeadline)
 	// One progress line per VM start and end: the lifecycle's own lines
@@ -275,12 +273,14 @@ func (f *Fleet) run(ctx context.Context, vm *fleetVM, inst *instance, wake func(
 	began := time.Now()
 	emit := func(s OutputStream) *lineSplitter {
 		return &lineSplitter{max: maxLineBytes, emit: func(line string) {
+			if f.opts.OnOutput != nil {
+				f.opts.OnOutput(FleetOutput{Slot: slot, Instance: id, Stream: s, Line: line})
+			}
+			// Ready after the line was passed on: what the line's reader
+			// does with it happens before the VM stops covering its job.
 			if f.opts.Ready != nil && f.opts.Ready.MatchString(line) && f.markReady(vm) {
 				f.logger.Info("fleet command ready", "slot", slot, "instance", id, "readyMs", time.Since(began).Milliseconds())
 				wake()
-			}
-			if f.opts.OnOutput != nil {
-				f.opts.OnOutput(FleetOutput{Slot: slot, Instance: id, Stream: s, Line: line})
 			}
 		}}
 	}

@@ -170,7 +170,7 @@ func (f *Fleet) startDetached(ctx context.Context, inst *instance) (*detachedRun
 		follow: newRemote(f.d.client, f.logger, inst, nil),
 	}
 	argv := []string{"sh", "-c", fleetStartScript, "nsdriver-fleet", f.vms.newID(), f.opts.Script, fleetCapperAWK,
-		fleetDetachedScript, strconv.Itoa(f.segmentBytes), strconv.Itoa(fleetUnreadSegments)}
+		fleetDetachedScript, strconv.Itoa(fleetSegmentBytes), strconv.Itoa(fleetUnreadSegments)}
 	var lastErr error
 	for attempt := 0; attempt < 4; attempt++ {
 		if attempt > 0 && !sleepCtx(ctx, f.backoff.backoff(attempt-1)) {

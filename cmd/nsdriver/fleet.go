@@ -181,13 +181,13 @@ func hostDemand(script string) func(context.Context) (int, error) {
 		err := cmd.Run()
 		switch {
 		case ctx.Err() != nil:
-			return 0, fmt.Errorf("--demand did not answer in time (--demand-timeout)")
+			return 0, errors.New("no answer within --demand-timeout; it was killed")
 		case err != nil:
-			return 0, fmt.Errorf("--demand failed: %w: %s", err, lastLines(errOut.String(), 3))
+			return 0, fmt.Errorf("%w: %s", err, lastLines(errOut.String(), 3))
 		}
 		n, err := strconv.Atoi(strings.TrimSpace(out.String()))
 		if err != nil || n < 0 {
-			return 0, fmt.Errorf("--demand printed %q, not a count of waiting jobs", lastLines(out.String(), 1))
+			return 0, fmt.Errorf("it printed %q, not a count of waiting jobs", lastLines(out.String(), 1))
 		}
 		return n, nil
 	}

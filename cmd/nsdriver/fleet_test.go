@@ -2,10 +2,12 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -232,4 +234,42 @@ func TestFleetOnDemandUsageErrors(t *testing.T) {
 			t.Errorf("%v: want exit 2 and %q; got %d: %s", tc.args, tc.want, r.code, r.stderr)
 		}
 	}
+}
+
+// The demand command runs here in its own process group: a timeout kills
+// it whole (a background child included), and a failure or a wrong answer
+// is an error that says what it printed.
+func TestHostDemand(t *testing.T) {
+	ctx := context.Background()
+	if n, err := hostDemand("echo 4")(ctx); n != 4 || err != nil {
+		t.Fatalf("echo 4: %d %v", n, err)
+	}
+	if _, err := hostDemand("echo swamp is down >&2; exit 3")(ctx); err == nil || !strings.Contains(err.Error(), "swamp is down") {
+		t.Fatalf("a failing command: %v", err)
+	}
+	if _, err := hostDemand("echo many")(ctx); err == nil || !strings.Contains(err.Error(), `"many"`) {
+		t.Fatalf("a wrong answer: %v", err)
+	}
+	if _, err := hostDemand("echo -1")(ctx); err == nil {
+		t.Fatal("a negative count: no error")
+	}
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	if _, err := hostDemand("sleep 60 & echo $! >'" + pidFile + "'; wait")(short); err == nil || !strings.Contains(err.Error(), "--demand-timeout") {
+		t.Fatalf("a hung command: %v", err)
+	}
+	b, _ := os.ReadFile(pidFile)
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	for end := time.Now().Add(time.Minute); pid > 0 && syscall.Kill(pid, 0) == nil && !zombie(pid); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("the demand command's child outlived its timeout")
+		}
+	}
+}
+
+func zombie(pid int) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	_, after, _ := strings.Cut(string(stat), ") ")
+	return err != nil || strings.HasPrefix(after, "Z")
 }

@@ -125,6 +125,22 @@ func (o *orchestrator) startWorkflow(name string) *workflowRun {
 // name.
 func (w *workflowRun) stepStatuses(t testing.TB) map[string]string {
 	t.Helper()
+	statuses := map[string]string{}
+	for name, s := range w.steps(t) {
+		statuses[name] = s.Status
+	}
+	return statuses
+}
+
+// stepResult is a step of a finished run as swamp reports it; Duration
+// (ms) runs from the step's start, queueing included.
+type stepResult struct {
+	Status   string
+	Duration int64
+}
+
+func (w *workflowRun) steps(t testing.TB) map[string]stepResult {
+	t.Helper()
 	select {
 	case <-w.done:
 	case <-time.After(5 * time.Minute):
@@ -132,19 +148,22 @@ func (w *workflowRun) stepStatuses(t testing.TB) map[string]string {
 	}
 	var run struct {
 		Jobs []struct {
-			Steps []struct{ Name, Status string }
+			Steps []struct {
+				Name string
+				stepResult
+			}
 		}
 	}
 	if err := json.Unmarshal([]byte(w.stdout.String()), &run); err != nil {
 		t.Fatalf("the workflow run printed no result (%v):\n%s", err, w.stdout)
 	}
-	statuses := map[string]string{}
+	steps := map[string]stepResult{}
 	for _, j := range run.Jobs {
 		for _, s := range j.Steps {
-			statuses[s.Name] = s.Status
+			steps[s.Name] = s.stepResult
 		}
 	}
-	return statuses
+	return steps
 }
 
 // waitingSteps is swamp's own list of the steps waiting for a worker.

@@ -28,8 +28,9 @@ const swampDemandUsage = `Usage: nsdriver swamp-demand [--server URL] [--labels 
 Prints how many steps wait in swamp's queue for a worker with these labels
 and architecture: the --demand command of a swamp worker fleet, e.g.
   nsdriver fleet --max 8 --demand 'nsdriver swamp-demand --server wss://orch:4000 --labels pool=namespace' …
-Steps pinned to a target worker, and steps whose labels or platform the
-workers lack, are not counted. It runs 'swamp data query' against the
+Steps pinned to a target worker, steps whose labels or platform the
+workers lack, and steps already running on a worker (which swamp lists as
+waiting until they end) are not counted. It runs 'swamp data query' against the
 orchestrator (--server, or SWAMP_SERVE_URL; a server token comes from
 SWAMP_SERVER_TOKEN as swamp reads it) or, without one, the repository in
 --repo-dir or the current directory.
@@ -37,16 +38,32 @@ SWAMP_SERVER_TOKEN as swamp reads it) or, without one, the repository in
 Flags:
 `
 
-// pendingPredicate is swamp's own: libswamp/worker/queue_list.ts.
-const pendingPredicate = `modelType == "swamp/pending-dispatch" && attributes.state == "waiting"`
+// demandPredicate asks for the waiting steps, with swamp's own predicate
+// (libswamp/worker/queue_list.ts), and the steps running on workers. swamp
+// marks a queued step dispatched only once its dispatch has ended
+// (serve/dispatch_service.ts: endQueue("mark_dispatched") follows the
+// awaited #dispatchOnce), so a step that is running still reads "waiting";
+// its active swamp/step-lease, acquired when the dispatch starts, tells it
+// apart. Counting it would launch a VM for a job that has a worker.
+const demandPredicate = `(modelType == "swamp/pending-dispatch" && attributes.state == "waiting") || ` +
+	`(modelType == "swamp/step-lease" && attributes.state == "active")`
 
 // pendingDispatch is the part of a swamp/pending-dispatch record that
-// placement reads (domain/models/worker/pending_dispatch_model.ts).
+// placement reads (domain/models/worker/pending_dispatch_model.ts), and of
+// a swamp/step-lease (step_lease_model.ts): both name their step.
 type pendingDispatch struct {
 	State    string            `json:"state"`
 	Target   string            `json:"target"`
 	Labels   map[string]string `json:"labels"`
 	Platform string            `json:"platform"`
+	stepKey
+}
+
+// stepKey names a step of a workflow run.
+type stepKey struct {
+	WorkflowName string `json:"workflowName"`
+	JobName      string `json:"jobName"`
+	StepName     string `json:"stepName"`
 }
 
 // swampArch is Deno.build.arch, what a swamp worker reports, for each of
@@ -75,7 +92,7 @@ func cmdSwampDemand(ctx context.Context, args []string, stdout io.Writer) error 
 	if !ok {
 		return usageError{fmt.Sprintf("--arch %q: want amd64 or arm64", *arch)}
 	}
-	argv := []string{"data", "query", pendingPredicate, "--json"}
+	argv := []string{"data", "query", demandPredicate, "--json"}
 	if *server != "" {
 		argv = append(argv, "--server", *server)
 	}
@@ -91,17 +108,25 @@ func cmdSwampDemand(ctx context.Context, args []string, stdout io.Writer) error 
 	}
 	var answer struct {
 		Results []struct {
-			Content pendingDispatch `json:"content"`
+			ModelType string          `json:"modelType"`
+			Content   pendingDispatch `json:"content"`
 		} `json:"results"`
 	}
 	if err := json.Unmarshal(out.Bytes(), &answer); err != nil {
 		return fmt.Errorf("%s data query printed what is not its JSON answer (%w): %s", *swamp, err, lastLines(out.String(), 5))
 	}
-	n := 0
+	waiting, running := map[stepKey]int{}, map[stepKey]int{}
 	for _, r := range answer.Results {
-		if r.Content.State == "waiting" && workerCouldTake(r.Content, workerLabels, "linux", cpu) {
-			n++
+		switch {
+		case r.ModelType == "swamp/step-lease" && r.Content.State == "active":
+			running[r.Content.stepKey]++
+		case r.ModelType == "swamp/pending-dispatch" && r.Content.State == "waiting" && workerCouldTake(r.Content, workerLabels, "linux", cpu):
+			waiting[r.Content.stepKey]++
 		}
+	}
+	n := 0
+	for key, w := range waiting {
+		n += max(w-running[key], 0)
 	}
 	_, err = fmt.Fprintln(stdout, n)
 	return err

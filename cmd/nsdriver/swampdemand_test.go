@@ -51,13 +51,17 @@ func TestParseWorkerLabels(t *testing.T) {
 // gave (cmd/nsdriver/realswamp_test.go checks it against real swamp).
 func TestSwampDemandCounts(t *testing.T) {
 	dir := t.TempDir()
+	// Step b runs (an active lease): swamp still lists it as waiting.
 	answer := `{"predicate":"x","results":[
- {"name":"pending-1","content":{"queueId":"1","labels":{"pool":"namespace"},"state":"waiting","modelType":"command/shell","methodName":"execute"}},
- {"name":"pending-2","content":{"queueId":"2","labels":{"pool":"namespace"},"platform":"linux/x86_64","state":"waiting"}},
- {"name":"pending-3","content":{"queueId":"3","labels":{"pool":"elsewhere"},"state":"waiting"}},
- {"name":"pending-4","content":{"queueId":"4","target":"somebody","state":"waiting"}},
- {"name":"pending-5","content":{"queueId":"5","state":"dispatched"}}
-],"total":5,"limited":false}`
+ {"name":"pending-1","modelType":"swamp/pending-dispatch","content":{"queueId":"1","labels":{"pool":"namespace"},"state":"waiting","workflowName":"w","jobName":"j","stepName":"a","modelType":"command/shell","methodName":"execute"}},
+ {"name":"pending-2","modelType":"swamp/pending-dispatch","content":{"queueId":"2","labels":{"pool":"namespace"},"platform":"linux/x86_64","state":"waiting","workflowName":"w","jobName":"j","stepName":"c"}},
+ {"name":"pending-6","modelType":"swamp/pending-dispatch","content":{"queueId":"6","labels":{"pool":"namespace"},"state":"waiting","workflowName":"w","jobName":"j","stepName":"b"}},
+ {"name":"lease-6","modelType":"swamp/step-lease","content":{"leaseId":"l","dispatchId":"d","workerName":"x","state":"active","workflowName":"w","jobName":"j","stepName":"b"}},
+ {"name":"lease-7","modelType":"swamp/step-lease","content":{"leaseId":"m","dispatchId":"e","workerName":"y","state":"active","workflowName":"w","jobName":"j","stepName":"z"}},
+ {"name":"pending-3","modelType":"swamp/pending-dispatch","content":{"queueId":"3","labels":{"pool":"elsewhere"},"state":"waiting"}},
+ {"name":"pending-4","modelType":"swamp/pending-dispatch","content":{"queueId":"4","target":"somebody","state":"waiting"}},
+ {"name":"pending-5","modelType":"swamp/pending-dispatch","content":{"queueId":"5","state":"dispatched"}}
+],"total":8,"limited":false}`
 	argsFile := filepath.Join(dir, "args")
 	script := "#!/bin/sh\nprintf '%s\\n' \"$@\" >'" + argsFile + "'\nenv | grep -c '^NO_COLOR=1$' >>'" + argsFile + "'\ncat <<'EOF'\n" + answer + "\nEOF\n"
 	swamp := filepath.Join(dir, "swamp")
@@ -69,7 +73,7 @@ func TestSwampDemandCounts(t *testing.T) {
 		t.Fatalf("want 2; got exit %d, stdout %q, stderr %s", r.code, r.stdout, r.stderr)
 	}
 	args, _ := os.ReadFile(argsFile)
-	if want := "data\nquery\n" + pendingPredicate + "\n--json\n--server\nws://127.0.0.1:9\n1\n"; string(args) != want {
+	if want := "data\nquery\n" + demandPredicate + "\n--json\n--server\nws://127.0.0.1:9\n1\n"; string(args) != want {
 		t.Fatalf("swamp ran with\n%s\nwant\n%s", args, want)
 	}
 	if r := nsd(t, "", "swamp-demand", "--swamp", swamp, "--labels", "pool=namespace", "--arch", "arm64"); r.stdout != "1\n" {
