@@ -172,3 +172,24 @@ func TestFleetFollowsAcrossStreamCuts(t *testing.T) {
 		t.Fatalf("want the cut reported and the true exit; logs:\n%s", logs)
 	}
 }
+
+// A start call whose answer is lost is repeated with the same run id: the
+// command, already started by the first, runs once, and its output is
+// followed as usual.
+func TestFleetStartAnswerLost(t *testing.T) {
+	count := filepath.Join(t.TempDir(), "count")
+	f, env := newFleet(t, nsemu.Options{Faults: []nsemu.Fault{{Method: "RunCommandSync", LoseResponse: true}}},
+		FleetOptions{Size: 1, Total: 1, MaxFailures: -1, Script: "echo ran >>'" + count + "'; echo done"})
+	if err := f.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(count); string(b) != "ran\n" {
+		t.Fatalf("the command ran %q", b)
+	}
+	if out := env.output(); !strings.Contains(out, "done") || !strings.Contains(env.logs.String(), `outcome="exited 0"`) {
+		t.Fatalf("output %q; logs:\n%s", out, env.logs)
+	}
+	if n := env.emu.Count("RunCommandSync"); n < 3 {
+		t.Fatalf("%d RunCommandSync calls; want the lost start, its repeat and the status read", n)
+	}
+}

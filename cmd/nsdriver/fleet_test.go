@@ -273,3 +273,37 @@ func zombie(pid int) bool {
 	_, after, _ := strings.Cut(string(stat), ") ")
 	return err != nil || strings.HasPrefix(after, "Z")
 }
+
+// The issue's check, as a user sees it: with every RunCommand stream cut
+// after 1 s, `echo early; sleep 5; echo late` prints each line exactly
+// once, early before late (--json-logs times), and the VM is destroyed
+// only after late.
+func TestFleetOutputSurvivesStreamCuts(t *testing.T) {
+	emu := startEmu(t, nsemu.Options{Faults: []nsemu.Fault{{Method: "RunCommand", Count: -1, CutAfterTime: time.Second}}})
+	r := nsd(t, "", "fleet", "--json-logs", "--endpoint", emu.URL(), "--token", emu.Token(), "--size", "1", "--total", "1",
+		"--", "sh", "-c", "echo early; sleep 5; echo late")
+	if r.code != 0 {
+		t.Fatalf("exit %d:\n%s", r.code, r.stderr)
+	}
+	var early, late []jsonLine
+	for _, l := range jsonLines(r.stdout) {
+		switch l.Msg {
+		case "early":
+			early = append(early, l)
+		case "late":
+			late = append(late, l)
+		}
+	}
+	if len(early) != 1 || len(late) != 1 || !early[0].Time.Before(late[0].Time) {
+		t.Fatalf("want early then late, once each; stdout:\n%s", r.stdout)
+	}
+	var destroyed time.Time
+	for _, c := range emu.Calls() {
+		if c.Method == "DestroyInstance" {
+			destroyed = c.Start
+		}
+	}
+	if !destroyed.After(late[0].Time) || !strings.Contains(r.stderr, "fleet output stream lost") {
+		t.Fatalf("the VM was destroyed at %v, late arrived at %v; stderr:\n%s", destroyed, late[0].Time, r.stderr)
+	}
+}

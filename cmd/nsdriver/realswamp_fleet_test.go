@@ -80,6 +80,7 @@ func TestRealSwampDemandFleet(t *testing.T) {
 		t.Skip("real swamp: not in -short")
 	}
 	o := newOrchestrator(t, []string{"m1", "m2", "m3", "m4", "m5", "m6", "m7"}, map[string]string{"fan": fanWorkflow})
+	began := time.Now()
 	emuDir := t.TempDir()
 	emu := startEmu(t, nsemu.Options{DefaultPath: o.imagePath(), Dir: emuDir})
 	leaks := watchFilesFor(t, emuDir, o.token)
@@ -135,6 +136,27 @@ func TestRealSwampDemandFleet(t *testing.T) {
 	if n, peak := emu.Count("CreateInstance"), emu.PeakLive(); n != 5 || peak != 3 {
 		t.Fatalf("%d VMs for 5 steps, %d at once; want 5, and --max 3 at once\n%s", n, peak, stderr)
 	}
+	// swamp-demand's predicate, as real swamp evaluates it, returns the
+	// leases that ended since a time, each naming its step and when it was
+	// taken: what tells a just-finished step from a waiting one.
+	var answer struct {
+		Results []struct {
+			ModelType string          `json:"modelType"`
+			Content   pendingDispatch `json:"content"`
+		} `json:"results"`
+	}
+	if err := json.Unmarshal([]byte(o.swamp("data", "query", demandPredicate(began), "--json", "--server", o.url)), &answer); err != nil {
+		t.Fatal(err)
+	}
+	ended := map[string]bool{}
+	for _, r := range answer.Results {
+		if r.ModelType == "swamp/step-lease" && r.Content.State == "completed" && r.Content.CreatedAt.After(began) {
+			ended[r.Content.StepName] = true
+		}
+	}
+	if len(ended) != 5 {
+		t.Fatalf("the demand predicate found the ended leases of %v; want s1 to s5", ended)
+	}
 	_ = fleet.Process.Signal(syscall.SIGTERM)
 	if err := fleet.Wait(); err == nil || fleet.ProcessState.ExitCode() != 130 {
 		t.Fatalf("fleet after SIGTERM: %v\n%s", err, stderr)
@@ -159,13 +181,18 @@ func TestRealSwampDemandFleet(t *testing.T) {
 	if found := leaks(); len(found) > 0 {
 		t.Fatalf("the token is in files on the VMs: %v", found)
 	}
+	t.Logf("the fleet's progress (-v):\n%s", stderr)
 }
 
+// jsonLine is a line of the fleet's --json-logs output: a command's line
+// (stdout) or a progress record (stderr).
 type jsonLine struct {
 	Msg      string `json:"msg"`
 	Instance string `json:"instance"`
 	Slot     int    `json:"slot"`
 	Time     time.Time
+	BootMs   float64 `json:"bootMs"`
+	ReadyMs  float64 `json:"readyMs"`
 }
 
 func jsonLines(s string) []jsonLine {

@@ -9,7 +9,9 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
+	"time"
 )
 
 // nsdriver swamp-demand: the demand command of a swamp worker fleet. It
@@ -29,8 +31,8 @@ Prints how many steps wait in swamp's queue for a worker with these labels
 and architecture: the --demand command of a swamp worker fleet, e.g.
   nsdriver fleet --max 8 --demand 'nsdriver swamp-demand --server wss://orch:4000 --labels pool=namespace' …
 Steps pinned to a target worker, steps whose labels or platform the
-workers lack, and steps already running on a worker (which swamp lists as
-waiting until they end) are not counted. It runs 'swamp data query' against the
+workers lack, and steps already running on a worker or just finished
+(which swamp lists as waiting until their dispatch ends) are not counted. It runs 'swamp data query' against the
 orchestrator (--server, or SWAMP_SERVE_URL; a server token comes from
 SWAMP_SERVER_TOKEN as swamp reads it) or, without one, the repository in
 --repo-dir or the current directory.
@@ -39,27 +41,39 @@ Flags:
 `
 
 // demandPredicate asks for the waiting steps, with swamp's own predicate
-// (libswamp/worker/queue_list.ts), and the steps running on workers. swamp
-// marks a queued step dispatched only once its dispatch has ended
-// (serve/dispatch_service.ts: endQueue("mark_dispatched") follows the
-// awaited #dispatchOnce), so a step that is running still reads "waiting";
-// its active swamp/step-lease, acquired when the dispatch starts, tells it
-// apart. Counting it would launch a VM for a job that has a worker.
-const demandPredicate = `(modelType == "swamp/pending-dispatch" && attributes.state == "waiting") || ` +
-	`(modelType == "swamp/step-lease" && attributes.state == "active")`
+// (libswamp/worker/queue_list.ts), and for the steps' dispatches: active
+// step leases and those that ended since the given time. swamp marks a
+// queued step dispatched only once its dispatch has ended and its lease
+// been closed (serve/dispatch_service.ts: endQueue("mark_dispatched")
+// follows the awaited #dispatchOnce), so a running step, and for a moment
+// a finished one, still reads "waiting"; its lease, acquired when the
+// dispatch starts, tells it apart. Counting it would launch a VM for a job
+// that has, or had, a worker.
+func demandPredicate(leasesEndedSince time.Time) string {
+	return `(modelType == "swamp/pending-dispatch" && attributes.state == "waiting") || ` +
+		`(modelType == "swamp/step-lease" && (attributes.state == "active" || attributes.endedAt >= "` +
+		leasesEndedSince.UTC().Format("2006-01-02T15:04:05.000Z") + `"))`
+}
+
+// recentLeases is how far back a lease that ended still counts: far more
+// than the moment between a lease's end and its step's mark_dispatched,
+// to allow for the orchestrator's clock being behind this one's.
+const recentLeases = 2 * time.Minute
 
 // pendingDispatch is the part of a swamp/pending-dispatch record that
 // placement reads (domain/models/worker/pending_dispatch_model.ts), and of
 // a swamp/step-lease (step_lease_model.ts): both name their step.
 type pendingDispatch struct {
-	State    string            `json:"state"`
-	Target   string            `json:"target"`
-	Labels   map[string]string `json:"labels"`
-	Platform string            `json:"platform"`
+	State     string            `json:"state"`
+	Target    string            `json:"target"`
+	Labels    map[string]string `json:"labels"`
+	Platform  string            `json:"platform"`
+	QueuedAt  time.Time         `json:"queuedAt"`
+	CreatedAt time.Time         `json:"createdAt"`
 	stepKey
 }
 
-// stepKey names a step of a workflow run.
+// stepKey names a step of a workflow.
 type stepKey struct {
 	WorkflowName string `json:"workflowName"`
 	JobName      string `json:"jobName"`
@@ -92,7 +106,7 @@ func cmdSwampDemand(ctx context.Context, args []string, stdout io.Writer) error 
 	if !ok {
 		return usageError{fmt.Sprintf("--arch %q: want amd64 or arm64", *arch)}
 	}
-	argv := []string{"data", "query", demandPredicate, "--json"}
+	argv := []string{"data", "query", demandPredicate(time.Now().Add(-recentLeases)), "--json"}
 	if *server != "" {
 		argv = append(argv, "--server", *server)
 	}
@@ -115,21 +129,54 @@ func cmdSwampDemand(ctx context.Context, args []string, stdout io.Writer) error 
 	if err := json.Unmarshal(out.Bytes(), &answer); err != nil {
 		return fmt.Errorf("%s data query printed what is not its JSON answer (%w): %s", *swamp, err, lastLines(out.String(), 5))
 	}
-	waiting, running := map[stepKey]int{}, map[stepKey]int{}
+	var steps []pendingDispatch
+	leases := map[stepKey][]time.Time{}
 	for _, r := range answer.Results {
-		switch {
-		case r.ModelType == "swamp/step-lease" && r.Content.State == "active":
-			running[r.Content.stepKey]++
-		case r.ModelType == "swamp/pending-dispatch" && r.Content.State == "waiting" && workerCouldTake(r.Content, workerLabels, "linux", cpu):
-			waiting[r.Content.stepKey]++
+		switch r.ModelType {
+		case "swamp/step-lease":
+			leases[r.Content.stepKey] = append(leases[r.Content.stepKey], r.Content.CreatedAt)
+		case "swamp/pending-dispatch":
+			if r.Content.State == "waiting" {
+				steps = append(steps, r.Content)
+			}
 		}
 	}
 	n := 0
-	for key, w := range waiting {
-		n += max(w-running[key], 0)
+	for _, step := range stillWaiting(steps, leases) {
+		if workerCouldTake(step, workerLabels, "linux", cpu) {
+			n++
+		}
 	}
 	_, err = fmt.Fprintln(stdout, n)
 	return err
+}
+
+// stillWaiting leaves out the steps whose dispatch has begun: each lease
+// of a step, oldest first, belongs to the earliest step of that name queued
+// before the lease was taken and not yet given one (a step queued after a
+// lease cannot be its dispatch: a run queued while another run's same step
+// runs still waits). A lease without a creation time belongs to any.
+func stillWaiting(steps []pendingDispatch, leases map[stepKey][]time.Time) []pendingDispatch {
+	slices.SortStableFunc(steps, func(a, b pendingDispatch) int { return a.QueuedAt.Compare(b.QueuedAt) })
+	taken := make([]bool, len(steps))
+	for key, created := range leases {
+		slices.SortFunc(created, func(a, b time.Time) int { return a.Compare(b) })
+		for _, at := range created {
+			for i, step := range steps {
+				if !taken[i] && step.stepKey == key && (at.IsZero() || !step.QueuedAt.After(at)) {
+					taken[i] = true
+					break
+				}
+			}
+		}
+	}
+	var waiting []pendingDispatch
+	for i, step := range steps {
+		if !taken[i] {
+			waiting = append(waiting, step)
+		}
+	}
+	return waiting
 }
 
 // workerCouldTake is swamp's eligibleWorkers for one worker, less what a
