@@ -306,4 +306,6 @@ func TestFleetOutputSurvivesStreamCuts(t *testing.T) {
 	if !destroyed.After(late[0].Time) || !strings.Contains(r.stderr, "fleet output stream lost") {
 		t.Fatalf("the VM was destroyed at %v, late arrived at %v; stderr:\n%s", destroyed, late[0].Time, r.stderr)
 	}
+	t.Logf("late %v after early; destroyed %v after late; %d RunCommand streams",
+		late[0].Time.Sub(early[0].Time), destroyed.Sub(late[0].Time), emu.Count("RunCommand"))
 }

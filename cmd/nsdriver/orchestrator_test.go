@@ -20,10 +20,7 @@ import (
 // real `swamp worker connect` on nsemu.
 
 type orchestrator struct {
-	t        testing.TB
-	launcher string
-	dir      string
-	env      []string
+	swampCLI
 	url      string // ws://127.0.0.1:PORT
 	token    string // the enrollment token: a secret
 	serveLog *lockedBuffer
@@ -35,7 +32,7 @@ func newOrchestrator(t testing.TB, models []string, workflows map[string]string)
 	if launcher == "" {
 		t.Skip("NSDRIVER_SWAMP is not set: run ../shared/realswamp/setup today and set it to the launcher it prints (./scripts/test does)")
 	}
-	o := &orchestrator{t: t, launcher: launcher, dir: t.TempDir(), serveLog: &lockedBuffer{}}
+	o := &orchestrator{swampCLI: swampCLI{t: t, launcher: launcher, dir: t.TempDir()}, serveLog: &lockedBuffer{}}
 	o.env = append(os.Environ(), "NO_COLOR=1", "TMPDIR="+t.TempDir())
 	if out, err := o.command("git", "init", "-q", ".").CombinedOutput(); err != nil {
 		t.Fatalf("git init: %v\n%s", err, out)
@@ -83,20 +80,34 @@ func newOrchestrator(t testing.TB, models []string, workflows map[string]string)
 	return o
 }
 
-func (o *orchestrator) command(name string, args ...string) *exec.Cmd {
-	cmd := exec.Command(name, args...)
-	cmd.Dir, cmd.Env = o.dir, o.env
-	return cmd
-}
-
 // swamp runs swamp and fails the test when it fails; it returns stdout.
 func (o *orchestrator) swamp(args ...string) string {
 	o.t.Helper()
-	res := runCmd(o.t, o.command(o.launcher, args...))
+	return o.run(args...).stdout
+}
+
+// swampCLI is a swamp launcher in a repository of its own.
+type swampCLI struct {
+	t        testing.TB
+	launcher string
+	dir      string
+	env      []string
+}
+
+func (c *swampCLI) command(name string, args ...string) *exec.Cmd {
+	cmd := exec.Command(name, args...)
+	cmd.Dir, cmd.Env = c.dir, c.env
+	return cmd
+}
+
+// run runs swamp and fails the test when it fails.
+func (c *swampCLI) run(args ...string) result {
+	c.t.Helper()
+	res := runCmd(c.t, c.command(c.launcher, args...))
 	if res.code != 0 {
-		o.t.Fatalf("swamp %s: exit %d\n%s", strings.Join(args, " "), res.code, res.stderr)
+		c.t.Fatalf("swamp %s: exit %d\n%s", strings.Join(args, " "), res.code, res.stderr)
 	}
-	return res.stdout
+	return res
 }
 
 // workflowRun is a `swamp workflow run --server` in the background.

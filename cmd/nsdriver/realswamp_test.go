@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -27,11 +26,8 @@ import (
 // nsdriver on PATH, and the emulator's endpoint and token in the
 // environment.
 type swampRepo struct {
-	t        *testing.T
-	launcher string
-	dir      string
-	env      []string
-	tmp      string // the TMPDIR swamp and nsdriver see
+	swampCLI
+	tmp string // the TMPDIR swamp and nsdriver see
 }
 
 func newSwampRepo(t *testing.T, emu *nsemu.Server) *swampRepo {
@@ -44,7 +40,7 @@ func newSwampRepo(t *testing.T, emu *nsemu.Server) *swampRepo {
 	if err := os.Symlink(binary, filepath.Join(bin, "nsdriver")); err != nil {
 		t.Fatal(err)
 	}
-	r := &swampRepo{t: t, launcher: launcher, dir: t.TempDir(), tmp: t.TempDir()}
+	r := &swampRepo{swampCLI: swampCLI{t: t, launcher: launcher, dir: t.TempDir()}, tmp: t.TempDir()}
 	r.env = append(os.Environ(), "NO_COLOR=1", "PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"),
 		"NSC_ENDPOINT="+emu.URL(), "NAMESPACE_TOKEN="+emu.Token(), "TMPDIR="+r.tmp)
 	if out, err := r.command("git", "init", "-q", ".").CombinedOutput(); err != nil {
@@ -106,19 +102,11 @@ export const model = {
 };
 `
 
-func (r *swampRepo) command(name string, args ...string) *exec.Cmd {
-	cmd := exec.Command(name, args...)
-	cmd.Dir, cmd.Env = r.dir, r.env
-	return cmd
-}
-
-// swamp runs swamp and fails the test when it fails; it returns stdout.
+// swamp runs swamp and fails the test when it fails or warns about the
+// extension; it returns stdout.
 func (r *swampRepo) swamp(args ...string) string {
 	r.t.Helper()
-	res := runCmd(r.t, r.command(r.launcher, args...))
-	if res.code != 0 {
-		r.t.Fatalf("swamp %s: exit %d\n%s", strings.Join(args, " "), res.code, res.stderr)
-	}
+	res := r.run(args...)
 	r.noExtensionWarning(res.stderr)
 	return res.stdout
 }
