@@ -37,8 +37,9 @@ const (
 // for a run id, so a start call whose answer was lost can be repeated. Its
 // arguments: the run id, the command, the capper (fleetCapperAWK), the
 // detached side (fleetDetachedScript), the segment size and the unread
-// bound. It needs setsid, which util-linux and busybox both have. Secrets are in its environment only, which the command inherits;
-// no file holds them.
+// bound. It needs setsid, which util-linux and busybox both have. Secrets
+// are in its environment only, which the command inherits; no file holds
+// them.
 const fleetStartScript = `set -e
 command -v setsid >/dev/null 2>&1 || { echo "nsdriver: a fleet needs setsid (util-linux or busybox) in the image" >&2; exit 1; }
 base=${TMPDIR:-/dev/shm}
@@ -262,10 +263,9 @@ func (f *Fleet) followToEnd(ctx context.Context, id string, run *detachedRun, em
 		before := run.delivered
 		ended, err := f.followOnce(ctx, run, emit)
 		if ended {
-			if code, err := f.exitStatus(ctx, run); err == nil {
+			var code int
+			if code, err = f.exitStatus(ctx, run); err == nil {
 				return code, nil
-			} else if ctx.Err() != nil {
-				return 0, err
 			}
 		}
 		if ctx.Err() != nil {
