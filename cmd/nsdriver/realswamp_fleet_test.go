@@ -139,12 +139,7 @@ func TestRealSwampDemandFleet(t *testing.T) {
 	// swamp-demand's predicate, as real swamp evaluates it, returns the
 	// leases that ended since a time, each naming its step and when it was
 	// taken: what tells a just-finished step from a waiting one.
-	var answer struct {
-		Results []struct {
-			ModelType string          `json:"modelType"`
-			Content   pendingDispatch `json:"content"`
-		} `json:"results"`
-	}
+	var answer demandAnswer
 	if err := json.Unmarshal([]byte(o.swamp("data", "query", demandPredicate(began), "--json", "--server", o.url)), &answer); err != nil {
 		t.Fatal(err)
 	}

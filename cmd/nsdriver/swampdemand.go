@@ -32,10 +32,11 @@ and architecture: the --demand command of a swamp worker fleet, e.g.
   nsdriver fleet --max 8 --demand 'nsdriver swamp-demand --server wss://orch:4000 --labels pool=namespace' …
 Steps pinned to a target worker, steps whose labels or platform the
 workers lack, and steps already running on a worker or just finished
-(which swamp lists as waiting until their dispatch ends) are not counted. It runs 'swamp data query' against the
-orchestrator (--server, or SWAMP_SERVE_URL; a server token comes from
-SWAMP_SERVER_TOKEN as swamp reads it) or, without one, the repository in
---repo-dir or the current directory.
+(which swamp lists as waiting until their dispatch ends) are not counted.
+It runs 'swamp data query' against the orchestrator (--server, or
+SWAMP_SERVE_URL; a server token comes from SWAMP_SERVER_TOKEN as swamp
+reads it) or, without one, the repository in --repo-dir or the current
+directory.
 
 Flags:
 `
@@ -71,6 +72,15 @@ type pendingDispatch struct {
 	QueuedAt  time.Time         `json:"queuedAt"`
 	CreatedAt time.Time         `json:"createdAt"`
 	stepKey
+}
+
+// demandAnswer is what `swamp data query --json` prints for
+// demandPredicate.
+type demandAnswer struct {
+	Results []struct {
+		ModelType string          `json:"modelType"`
+		Content   pendingDispatch `json:"content"`
+	} `json:"results"`
 }
 
 // stepKey names a step of a workflow.
@@ -120,12 +130,7 @@ func cmdSwampDemand(ctx context.Context, args []string, stdout io.Writer) error 
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("%s data query: %w: %s", *swamp, err, lastLines(errOut.String(), 5))
 	}
-	var answer struct {
-		Results []struct {
-			ModelType string          `json:"modelType"`
-			Content   pendingDispatch `json:"content"`
-		} `json:"results"`
-	}
+	var answer demandAnswer
 	if err := json.Unmarshal(out.Bytes(), &answer); err != nil {
 		return fmt.Errorf("%s data query printed what is not its JSON answer (%w): %s", *swamp, err, lastLines(out.String(), 5))
 	}
